@@ -1,0 +1,115 @@
+"""The root ``biotrove`` app: global flags, command registration, and ``main()``, the single
+error boundary (``Error:`` + ``Hint:``, no traceback; ``BIOTROVE_DEBUG=1`` re-raises)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import click
+import typer
+
+from biotrove_cli import __version__
+from biotrove_cli.core.errors import BiotroveError
+from biotrove_cli.output import console
+
+HELP = (
+    "biotrove: CLIP-style vision-language models of biodiversity, from metadata to deployed "
+    "classifier.\n\n"
+    "shard -> train -> eval -> classify -> export, with one taxonomy-aware schema. "
+    "Results go to stdout; progress, logs and errors to stderr.\n\n"
+    "Exit codes: 0 ok, 1 error, 2 usage error, 130 interrupted."
+)
+
+app = typer.Typer(
+    name="biotrove",
+    help=HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"biotrove {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Only results and errors; no progress.")
+    ] = False,
+    verbose: Annotated[
+        int,
+        typer.Option(
+            "--verbose", "-v", count=True, help="More detail on stderr (-vv: library logs)."
+        ),
+    ] = 0,
+) -> None:
+    """Global flags; configure the consoles before any command runs."""
+    console.configure(quiet=quiet, verbose=verbose)
+
+
+def _register() -> None:
+    # each module adds its command(s); none imports torch or open_clip at import time
+    from biotrove_cli.cli import completion, info, presets  # noqa: F401
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code; every error ends here."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get("BIOTROVE_DEBUG", "").lower() not in ("", "0", "false", "no")
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=args, prog_name="biotrove", standalone_mode=False)
+        return 0
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code or 0)
+    except click.exceptions.Abort:
+        console.err().print("Interrupted.")
+        return 130
+    except click.ClickException as exc:
+        if debug:
+            raise
+        from typer import rich_utils
+
+        rich_utils.rich_format_error(exc)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        console.err().print("Interrupted.")
+        return 130
+    except BiotroveError as exc:
+        if debug:
+            raise
+        console.error(exc.message, exc.hint)
+        return int(exc.exit_code)
+    except BrokenPipeError:
+        # the reader of our stdout went away (e.g. `| head`): not an error of ours
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the final flush
+        except OSError:
+            pass
+        return 0
+    except Exception as exc:  # the last line of defence: never a bare traceback
+        if debug:
+            raise
+        console.error(
+            f"unexpected {type(exc).__name__}: {exc}",
+            "this is a bug in biotrove; rerun with BIOTROVE_DEBUG=1 for the traceback and "
+            "report it",
+        )
+        return 1

@@ -1,0 +1,39 @@
+"""``biotrove info PATH``: describe a shard folder, run folder, checkpoint, bundle or table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from biotrove_cli.cli.app import app
+from biotrove_cli.cli.options import FormatOpt, OutputOpt
+from biotrove_cli.output.render import Format
+
+
+@app.command("info", rich_help_panel="Inspect")
+def info_cmd(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="A shard folder, run folder, checkpoint (.pt), "
+            "exported model folder, or metadata table."
+        ),
+    ],
+    format: FormatOpt = Format.auto,
+    output: OutputOpt = None,
+) -> None:
+    """Describe what is at PATH: counts, splits, lineage coverage, architecture, provenance."""
+    from biotrove_cli.core.info import describe
+    from biotrove_cli.output.render import emit
+
+    report = describe(path)
+    emit(
+        report.rows,
+        format,
+        output,
+        title=report.title,
+        columns=["section", "key", "value"],
+        document={"path": str(path), "kind": report.kind, **report.document},
+    )

@@ -1,0 +1,123 @@
+"""Shared option types: the same flag means the same thing in every command."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from biotrove_cli.core.taxonomy.rank import Rank
+from biotrove_cli.output.render import Format
+
+FormatOpt = Annotated[
+    Format,
+    typer.Option(
+        "--format",
+        case_sensitive=False,
+        help="auto = a table on a terminal, CSV when piped or by -o's suffix.",
+        rich_help_panel="Output",
+    ),
+]
+OutputOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--output",
+        "-o",
+        metavar="FILE",
+        help="Write records to FILE ('-' = stdout).",
+        rich_help_panel="Output",
+    ),
+]
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        metavar="DEVICE",
+        help="cpu, cuda, cuda:N or auto (cuda when available).",
+        rich_help_panel="Compute",
+    ),
+]
+BatchSizeOpt = Annotated[
+    int,
+    typer.Option("--batch-size", min=1, help="Images per forward pass.", rich_help_panel="Compute"),
+]
+WorkersOpt = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        min=0,
+        help="Image decoding worker processes (0 = in-process).",
+        rich_help_panel="Compute",
+    ),
+]
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        metavar="MODEL",
+        help="Checkpoint (.pt), exported folder, run folder, clip-o|clip-b|clip-m, "
+        "hf-hub:org/repo or ARCH:TAG (e.g. ViT-B-16:openai, biotrove-tiny:random).",
+    ),
+]
+LabelsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--labels",
+        metavar="FILE",
+        help="Label bank: a metadata table (Parquet/CSV), a shard folder, or a .txt list of names.",
+    ),
+]
+ArchOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--arch",
+        metavar="NAME",
+        help="open_clip architecture of the weights (e.g. ViT-B-16-quickgelu) when it "
+        "cannot be inferred.",
+    ),
+]
+
+
+class RankChoice(str, Enum):
+    kingdom = "kingdom"
+    phylum = "phylum"
+    class_ = "class"
+    order = "order"
+    family = "family"
+    genus = "genus"
+    species = "species"
+
+    def to_rank(self) -> Rank:
+        return Rank(self.value)
+
+
+RankOpt = Annotated[
+    RankChoice,
+    typer.Option("--rank", case_sensitive=False, help="Taxonomic rank to report."),
+]
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> cuda when available; otherwise the device as given (validated by torch)."""
+    import torch
+
+    from biotrove_cli.core.errors import UsageError
+
+    device = (device or "auto").strip().lower()
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(
+            f"--device {device}: CUDA is not available on this machine",
+            hint="use --device cpu (or auto)",
+        )
+    try:
+        torch.device(device)
+    except RuntimeError as exc:
+        raise UsageError(
+            f"--device {device}: not a device ({exc})", hint="use cpu, cuda, cuda:N or auto"
+        ) from exc
+    return device

@@ -1,0 +1,1 @@
+"""Data: the sample world generator, image handling, shard writing and reading."""

@@ -1,0 +1,139 @@
+"""Class text embeddings for a label bank at a rank, cached on disk.
+
+Prompts come from :func:`captions.caption_body` (the text type's class text at that rank) put
+into each template; a class embedding is the normalised mean of its normalised template
+embeddings (open_clip's zero-shot recipe). Embeddings are cached under
+``$BIOTROVE_HOME/cache/text`` keyed by the text tower's weight hash + the exact prompts, so a
+second ``eval`` or ``classify`` over the same 10,000-species bank does not re-encode them; a
+corrupt cache entry is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from biotrove_cli.core.models import registry
+from biotrove_cli.core.taxonomy.captions import caption_body, check_text_type
+from biotrove_cli.core.taxonomy.labelbank import LabelBank
+from biotrove_cli.core.taxonomy.rank import Rank
+
+log = logging.getLogger("biotrove")
+CACHE_VERSION = "1"
+
+
+def class_prompts(
+    bank: LabelBank, rank: Rank, text_type: str, templates: Sequence[str]
+) -> list[list[str]]:
+    """Prompts per class of ``bank`` at ``rank`` (custom banks: per label)."""
+    if bank.is_custom:
+        return [[t.format(label) for t in templates] for label in bank.custom_labels]
+    text_type = check_text_type(text_type)
+    rc = bank.classes(rank)
+    return [
+        [t.format(caption_body(taxon, text_type, rank)) for t in templates] for taxon in rc.taxa
+    ]
+
+
+def cache_root() -> Path:
+    return registry.cache_dir() / "text"
+
+
+def cache_key(fingerprint: str, prompts: list[list[str]]) -> str:
+    h = hashlib.sha256()
+    h.update(f"v{CACHE_VERSION}\n{fingerprint}\n".encode())
+    for cls in prompts:
+        h.update(("\x1e".join(cls) + "\x1d").encode())
+    return h.hexdigest()
+
+
+def _read_cache(path: Path, n_classes: int) -> Any | None:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        emb = load_file(str(path))["embeddings"]
+    except (OSError, SafetensorError, KeyError, ValueError, RuntimeError) as exc:
+        log.warning(
+            "text-embedding cache entry %s is unreadable (%s); rebuilding it", path.name, exc
+        )
+        return None
+    if emb.ndim != 2 or emb.shape[0] != n_classes:
+        log.warning("text-embedding cache entry %s has the wrong shape; rebuilding it", path.name)
+        return None
+    return emb
+
+
+def encode_prompts(
+    loaded: Any,
+    prompts: list[list[str]],
+    batch_size: int = 256,
+    progress: Callable[[int, int], None] | None = None,
+) -> Any:
+    """Encode every class's prompts; returns a float32 CPU tensor [classes, dim], unit rows."""
+    import torch
+    import torch.nn.functional as F
+
+    flat = [p for cls in prompts for p in cls]
+    owners = torch.tensor([i for i, cls in enumerate(prompts) for _ in cls])
+    device = loaded.device
+    model = loaded.model
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(flat), batch_size):
+            tokens = loaded.tokenizer(flat[start : start + batch_size]).to(device)
+            if device.type == "cuda":
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    feats = model.encode_text(tokens)
+            else:
+                feats = model.encode_text(tokens)
+            out.append(F.normalize(feats.float(), dim=-1).cpu())
+            if progress is not None:
+                progress(min(start + batch_size, len(flat)), len(flat))
+    feats = torch.cat(out) if out else torch.zeros(0, 1)
+    dim = feats.shape[1]
+    summed = torch.zeros(len(prompts), dim).index_add_(0, owners, feats)
+    return F.normalize(summed, dim=-1)
+
+
+def class_embeddings(
+    loaded: Any,
+    prompts: list[list[str]],
+    *,
+    use_cache: bool = True,
+    batch_size: int = 256,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Any, bool]:
+    """Class embeddings for the prompts, from the cache when possible.
+
+    Returns:
+        (tensor [classes, dim], whether it came from the cache)
+    """
+    from biotrove_cli.core.io import atomic_open
+
+    path = None
+    if use_cache:
+        key = cache_key(loaded.text_fingerprint(), prompts)
+        path = cache_root() / key[:2] / f"{key}.safetensors"
+        if path.is_file():
+            emb = _read_cache(path, len(prompts))
+            if emb is not None:
+                return emb, True
+    emb = encode_prompts(loaded, prompts, batch_size=batch_size, progress=progress)
+    if path is not None:
+        from safetensors.torch import save
+
+        try:
+            with atomic_open(path, "wb") as fh:
+                fh.write(
+                    save(
+                        {"embeddings": emb.contiguous()},
+                        metadata={"classes": str(len(prompts)), "version": CACHE_VERSION},
+                    )
+                )
+        except OSError as exc:  # a read-only cache must not stop the job
+            log.warning("cannot write the text-embedding cache (%s)", exc)
+    return emb, False

@@ -1,0 +1,149 @@
+"""Describe what is at a path (shard folder, run, checkpoint, bundle, metadata table)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from biotrove_cli.core.errors import InputError
+
+
+@dataclass
+class Report:
+    kind: str
+    title: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    document: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, section: str, key: str, value: Any) -> None:
+        self.rows.append({"section": section, "key": key, "value": value})
+
+
+def describe(path: str | Path) -> Report:
+    """Dispatch on what ``path`` is; raise InputError when it is nothing biotrove knows."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    from biotrove_cli.core.models.load import BUNDLE_CONFIG
+
+    if path.is_dir():
+        if (path / "manifest.json").is_file() or (path / "plan.json").is_file():
+            from biotrove_cli.core.data.shards import describe_shard_folder
+
+            return describe_shard_folder(path)
+        if (path / BUNDLE_CONFIG).is_file():
+            return describe_bundle(path)
+        if (path / "checkpoints").is_dir() or (path / "config.yaml").is_file():
+            from biotrove_cli.core.training.run import describe_run
+
+            return describe_run(path)
+        if (path / "sizes.json").is_file():
+            from biotrove_cli.core.data.shards import describe_shard_folder
+
+            return describe_shard_folder(path)
+        raise InputError(
+            f"{path}: not a shard folder, run folder or model bundle",
+            hint="shard folders hold manifest.json; runs hold checkpoints/; "
+            "bundles hold open_clip_config.json",
+        )
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".csv", ".tsv"):
+        return describe_table(path)
+    return describe_checkpoint(path)
+
+
+def describe_table(path: Path) -> Report:
+    from biotrove_cli.core.taxonomy.labelbank import LabelBank
+    from biotrove_cli.core.taxonomy.rank import RANKS
+    from biotrove_cli.core.taxonomy.readers import read_metadata
+
+    meta = read_metadata(path)
+    bank = LabelBank.from_taxa(meta.taxa())
+    rep = Report("metadata", f"{path.name}: {meta.schema} metadata")
+    rep.add("table", "schema", meta.schema)
+    rep.add("table", "rows", len(meta))
+    rep.add("table", "columns", ", ".join(meta.columns))
+    if meta.missing_ranks:
+        rep.add("table", "missing ranks", ", ".join(meta.missing_ranks))
+    for rank in RANKS:
+        rep.add("taxa", rank.value, len(bank.classes(rank)))
+    rep.add("taxa", "rows without a species", bank.skipped_rows)
+    rep.document = {
+        "schema": meta.schema,
+        "rows": len(meta),
+        "taxa": {r.value: len(bank.classes(r)) for r in RANKS},
+    }
+    return rep
+
+
+def describe_checkpoint(path: Path) -> Report:
+    from biotrove_cli.core.models.checkpoint import extract_state_dict, safe_load
+    from biotrove_cli.core.models.load import infer_arch_candidates, state_dict_shapes
+
+    obj = safe_load(path)
+    sd = extract_state_dict(obj, str(path))
+    rep = Report("checkpoint", f"{path.name}: checkpoint")
+    rep.add("file", "size_mb", round(path.stat().st_size / 2**20, 1))
+    n_params = sum(int(v.numel()) for v in sd.values())
+    rep.add("weights", "tensors", len(sd))
+    rep.add("weights", "parameters", n_params)
+    try:
+        shapes = state_dict_shapes(sd)
+        for k, v in shapes.items():
+            rep.add("architecture", k, v)
+        rep.add("architecture", "matches", ", ".join(infer_arch_candidates(sd)) or "(none)")
+    except InputError:
+        raise
+    except Exception as exc:  # not a ViT CLIP: say so, still describe the file
+        rep.add("architecture", "matches", f"unknown ({exc})")
+    if isinstance(obj, dict):
+        for key in ("epoch", "step", "name", "biotrove_version"):
+            if key in obj:
+                rep.add("checkpoint", key, obj[key])
+        rep.add("checkpoint", "optimizer state", "optimizer" in obj)
+        cfg = obj.get("config")
+        if isinstance(cfg, dict):
+            rep.add("checkpoint", "arch (stored config)", (cfg.get("model") or {}).get("arch"))
+    rep.document = {"parameters": n_params}
+    return rep
+
+
+def describe_bundle(path: Path) -> Report:
+    import json
+
+    from biotrove_cli.core.models.load import (
+        BUNDLE_CONFIG,
+        BUNDLE_EMBEDDINGS,
+        BUNDLE_LABELS,
+        BUNDLE_META,
+    )
+
+    rep = Report("bundle", f"{path.name}: exported model")
+    cfg = json.loads((path / BUNDLE_CONFIG).read_text())
+    meta = json.loads((path / BUNDLE_META).read_text()) if (path / BUNDLE_META).is_file() else {}
+    for key in (
+        "arch",
+        "quick_gelu",
+        "dtype",
+        "source",
+        "source_sha256",
+        "biotrove_version",
+        "created",
+    ):
+        if key in meta:
+            rep.add("bundle", key, meta[key])
+    mc = cfg.get("model_cfg", {})
+    rep.add("model", "embed_dim", mc.get("embed_dim"))
+    rep.add("model", "image_size", mc.get("vision_cfg", {}).get("image_size"))
+    for f in sorted(path.iterdir()):
+        if f.is_file():
+            rep.add("files", f.name, f"{f.stat().st_size / 2**20:.2f} MB")
+    if (path / BUNDLE_LABELS).is_file():
+        from biotrove_cli.core.taxonomy.labelbank import LabelBank
+
+        bank = LabelBank.load(path / BUNDLE_LABELS)
+        rep.add("labels", "classes", len(bank))
+        rep.add("labels", "precomputed embeddings", (path / BUNDLE_EMBEDDINGS).is_file())
+    rep.document = {"bundle": meta}
+    return rep

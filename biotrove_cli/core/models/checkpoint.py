@@ -1,0 +1,261 @@
+"""Checkpoint I/O that cannot corrupt and loads nothing but data.
+
+* Loading is weights-only. The published BioTrove-CLIP files carry numpy scalars and dtypes in
+  their pickle; exactly those types are allowed (torch.serialization safe globals). A pickle
+  that would import or call anything else is refused with :class:`UnsafeCheckpointError`.
+* Saving goes through a temp file, fsync and an atomic rename; a run's ``latest`` pointer is
+  updated only after the checkpoint is complete. Resolving "latest" skips truncated or
+  unreadable files with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from biotrove_cli.core.errors import (
+    CheckpointCorruptError,
+    InputError,
+    ModelLoadError,
+    UnsafeCheckpointError,
+)
+
+log = logging.getLogger("biotrove")
+
+CHECKPOINT_DIR = "checkpoints"
+LATEST = "latest"
+_STEP_RE = re.compile(r"^step-(\d+)\.pt$")
+
+
+def _numpy_safe_globals() -> list:
+    """numpy scalar reconstruction and dtypes, under both numpy 1.x and 2.x module paths."""
+    import _codecs
+
+    import numpy as np
+
+    try:
+        scalar = np._core.multiarray.scalar  # numpy >= 2
+    except AttributeError:  # pragma: no cover - numpy 1.x
+        scalar = np.core.multiarray.scalar
+    allowed: list = [
+        _codecs.encode,  # numpy scalars pickled with protocol 2 store their bytes through it
+        np.dtype,
+        (scalar, "numpy.core.multiarray.scalar"),
+        (scalar, "numpy._core.multiarray.scalar"),
+    ]
+    dtypes = getattr(np, "dtypes", None)
+    if dtypes is not None:
+        for name in dir(dtypes):
+            obj = getattr(dtypes, name)
+            if isinstance(obj, type) and name.endswith("DType"):
+                allowed.append(obj)
+    return allowed
+
+
+def safe_load(path: str | Path, map_location: Any = "cpu") -> Any:
+    """``torch.load`` with weights_only=True plus numpy scalars/dtypes; clear errors otherwise.
+
+    Raises:
+        InputError: no such file / a folder.
+        UnsafeCheckpointError: the pickle references code (e.g. ``os.system``).
+        CheckpointCorruptError: truncated, empty or not a checkpoint at all.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such checkpoint file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not a checkpoint file")
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointCorruptError(
+            f"{path}: the file is empty (0 bytes)",
+            hint="the copy or download was interrupted; fetch it again",
+        )
+    try:
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        m = re.search(r"(?:Unsupported global|GLOBAL)[:\s]+(?:GLOBAL\s+)?([\w.]+)", text)
+        if m or "weights_only" in text.lower() or "unsupported" in text.lower():
+            what = m.group(1) if m else "a non-data object"
+            raise UnsafeCheckpointError(
+                f"{path}: refused: its pickle asks to load {what}, which is code, not weights",
+                hint="biotrove loads checkpoints weights-only and never runs code from them; "
+                "if you trust this file, convert it to safetensors in a sandbox",
+            ) from exc
+        raise CheckpointCorruptError(
+            f"{path}: not a readable checkpoint ({text.splitlines()[0]})",
+            hint="the file may be truncated or not a PyTorch file",
+        ) from exc
+    except (EOFError, zipfile.BadZipFile) as exc:
+        raise CheckpointCorruptError(
+            f"{path}: truncated or corrupt ({size} bytes)", hint="copy or download the file again"
+        ) from exc
+    except RuntimeError as exc:
+        text = str(exc)
+        if "zip" in text.lower() or "archive" in text.lower() or "storage" in text.lower():
+            raise CheckpointCorruptError(
+                f"{path}: truncated or corrupt ({size} bytes)",
+                hint="copy or download the file again",
+            ) from exc
+        raise ModelLoadError(f"{path}: cannot load it ({text.splitlines()[0]})") from exc
+    except (OSError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+        if _starts_like_zip(path):
+            raise CheckpointCorruptError(
+                f"{path}: truncated or corrupt ({size} bytes)",
+                hint="copy or download the file again",
+            ) from exc
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise CheckpointCorruptError(
+            f"{path}: not a PyTorch checkpoint ({first})",
+            hint="pass a .pt training checkpoint, an exported folder, or an open_clip tag",
+        ) from exc
+
+
+def _starts_like_zip(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
+
+
+PREFIXES = ("module.", "_orig_mod.")
+
+
+def extract_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, Any]:
+    """The model weights of a loaded checkpoint, without DDP/compile prefixes.
+
+    Accepts open_clip training checkpoints (``{"state_dict": ..., "optimizer": ...}``), biotrove
+    checkpoints, and bare state dicts.
+    """
+    import torch
+
+    sd = obj
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model", "model_state_dict"):
+            if key in obj and isinstance(obj[key], dict):
+                sd = obj[key]
+                break
+    if not isinstance(sd, dict) or not sd:
+        raise ModelLoadError(
+            f"{source}: holds no model weights",
+            hint="expected a dict of tensors or a 'state_dict' entry",
+        )
+    tensors = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise ModelLoadError(f"{source}: holds no tensors", hint="is this a model checkpoint?")
+    out = {}
+    for key, value in tensors.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in PREFIXES:
+                if key.startswith(prefix):
+                    key = key[len(prefix) :]
+                    changed = True
+        out[key] = value
+    if all(k.startswith("model.") for k in out):  # wrapped by a training framework
+        out = {k[len("model.") :]: v for k, v in out.items()}
+    return out
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write a checkpoint atomically (temp file, fsync, rename)."""
+    import torch
+
+    from biotrove_cli.core.io import atomic_open
+
+    with atomic_open(path, "wb") as fh:
+        torch.save(payload, fh)
+    return Path(path)
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:08d}.pt"
+
+
+def write_latest(run_dir: str | Path, checkpoint: str | Path) -> None:
+    """Point ``checkpoints/latest`` at a complete checkpoint (atomic)."""
+    from biotrove_cli.core.io import atomic_write_text
+
+    ckdir = Path(run_dir) / CHECKPOINT_DIR
+    atomic_write_text(ckdir / LATEST, Path(checkpoint).name + "\n")
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """The step checkpoints of a run, newest (highest step) first."""
+    ckdir = Path(run_dir) / CHECKPOINT_DIR
+    if not ckdir.is_dir():
+        return []
+    found = []
+    for p in ckdir.iterdir():
+        m = _STEP_RE.match(p.name)
+        if m and p.is_file():
+            found.append((int(m.group(1)), p))
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def looks_complete(path: Path) -> bool:
+    """Cheap integrity check: non-empty zip whose central directory reads and names data.pkl."""
+    try:
+        if path.stat().st_size == 0:
+            return False
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+            return any(n.endswith("data.pkl") for n in names)
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def resolve_latest(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint of a run, or None.
+
+    Tries the ``latest`` pointer first, then every step checkpoint newest first; truncated or
+    unreadable files are skipped with a warning.
+    """
+    run_dir = Path(run_dir)
+    ckdir = run_dir / CHECKPOINT_DIR
+    candidates: list[Path] = []
+    pointer = ckdir / LATEST
+    if pointer.is_file():
+        try:
+            name = pointer.read_text().strip()
+        except OSError:
+            name = ""
+        if name:
+            candidates.append(ckdir / name)
+    candidates += [p for p in list_checkpoints(run_dir) if p not in candidates]
+    for path in candidates:
+        if not path.exists():
+            continue
+        if looks_complete(path):
+            return path
+        log.warning("skipping %s: truncated or unreadable checkpoint", path)
+    return None
+
+
+def prune_checkpoints(
+    run_dir: str | Path, keep_last: int, protect: tuple[Path, ...] = ()
+) -> list[Path]:
+    """Delete all but the newest ``keep_last`` step checkpoints (never a protected one)."""
+    if keep_last <= 0:
+        return []
+    removed = []
+    for path in list_checkpoints(run_dir)[keep_last:]:
+        if path in protect:
+            continue
+        try:
+            os.unlink(path)
+            removed.append(path)
+        except OSError:
+            pass
+    return removed

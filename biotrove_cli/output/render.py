@@ -1,0 +1,293 @@
+"""Records -> Rich table | CSV | JSON | JSONL | Parquet, on stdout or into a file.
+
+``auto`` is a Rich table when stdout is a terminal and CSV when piped. CSV and JSONL stream: each
+record is written (and flushed) as it arrives, so a pipeline sees results at once and memory stays
+flat. JSON, tables and Parquet are written when the sink closes; files are replaced atomically
+unless the sink appends (``--resume``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime
+from enum import Enum
+from pathlib import Path
+from typing import IO, Any
+
+from rich.table import Table
+
+from biotrove_cli.output import console
+
+
+class Format(str, Enum):
+    auto = "auto"
+    table = "table"
+    csv = "csv"
+    json = "json"
+    jsonl = "jsonl"
+    parquet = "parquet"
+
+
+_SUFFIX = {
+    ".csv": Format.csv,
+    ".json": Format.json,
+    ".jsonl": Format.jsonl,
+    ".ndjson": Format.jsonl,
+    ".parquet": Format.parquet,
+    ".txt": Format.table,
+}
+
+
+def resolve_format(fmt: Format | str, output: str | Path | None) -> Format:
+    """Turn ``auto`` into a concrete format: by file suffix, else table on a TTY, else CSV."""
+    fmt = Format(fmt)
+    to_stdout = output is None or str(output) == "-"
+    if fmt is Format.auto:
+        if not to_stdout:
+            return _SUFFIX.get(Path(str(output)).suffix.lower(), Format.csv)
+        return Format.table if console.stdout_is_tty() else Format.csv
+    if fmt is Format.parquet and to_stdout:
+        from biotrove_cli.core.errors import UsageError
+
+        raise UsageError("--format parquet needs a file", hint="add -o FILE.parquet")
+    return fmt
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-friendly value: numbers stay numbers, times become ISO-8601."""
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        try:
+            return _plain(value.item())
+        except (TypeError, ValueError):
+            return str(value)
+    return value
+
+
+def _cell(value: Any, float_digits: int = 4) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ""
+        return (
+            f"{value:.{float_digits}f}".rstrip("0").rstrip(".")
+            if value != int(value)
+            else str(value)
+        )
+    if isinstance(value, (list, tuple)):
+        return ";".join(_cell(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(_plain(value), sort_keys=True)
+    return str(value)
+
+
+class RecordSink:
+    """Write records one at a time in a chosen format.
+
+    Args:
+        fmt: a format (``auto`` is resolved here).
+        output: a path, ``-`` or None for stdout.
+        columns: column order; the first record's keys otherwise (CSV/table).
+        append: append to an existing CSV/JSONL file instead of replacing it (``--resume``).
+        title: the table title.
+        document: for JSON, wrap records as ``{**document, "records": [...]}``.
+    """
+
+    def __init__(
+        self,
+        fmt: Format | str = Format.auto,
+        output: str | Path | None = None,
+        columns: Sequence[str] | None = None,
+        append: bool = False,
+        title: str | None = None,
+        document: dict[str, Any] | None = None,
+        table_columns: Sequence[str] | None = None,
+    ):
+        self.output = None if output is None or str(output) == "-" else Path(str(output))
+        self.fmt = resolve_format(fmt, self.output)
+        self.columns = list(columns) if columns else None
+        self.table_columns = list(table_columns) if table_columns else None
+        self.append = append
+        self.title = title
+        self.document = document
+        self.count = 0
+        self._rows: list[dict[str, Any]] = []
+        self._fh: IO[str] | None = None
+        self._csv: Any = None
+        self._tmp: Path | None = None
+        self._closed = False
+        self._parquet_writer: Any = None
+
+    # streaming formats open their stream on first write
+    def _stream(self) -> IO[str]:
+        if self._fh is None:
+            if self.output is None:
+                self._fh = sys.stdout
+            elif self.append:
+                self.output.parent.mkdir(parents=True, exist_ok=True)
+                self._fh = open(self.output, "a", encoding="utf-8", newline="")
+            else:
+                self.output.parent.mkdir(parents=True, exist_ok=True)
+                self._tmp = self.output.with_name(f".{self.output.name}.{os.getpid()}.tmp")
+                self._fh = open(self._tmp, "w", encoding="utf-8", newline="")
+        return self._fh
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.count += 1
+        if self.columns is None:
+            self.columns = list(record)
+        if self.fmt is Format.csv:
+            fh = self._stream()
+            if self._csv is None:
+                self._csv = csv.DictWriter(
+                    fh, fieldnames=self.columns, extrasaction="ignore", lineterminator="\n"
+                )
+                if not (
+                    self.append
+                    and self.output is not None
+                    and self.output.exists()
+                    and self.output.stat().st_size > 0
+                ):
+                    self._csv.writeheader()
+            self._csv.writerow({k: _cell(record.get(k)) for k in self.columns})
+            fh.flush()
+        elif self.fmt is Format.jsonl:
+            fh = self._stream()
+            fh.write(json.dumps(_plain(record), ensure_ascii=False) + "\n")
+            fh.flush()
+        else:
+            self._rows.append(record)
+
+    def write_many(self, records: Iterable[dict[str, Any]]) -> None:
+        for r in records:
+            self.write(r)
+
+    def sync(self) -> None:
+        """Flush and fsync a file being appended to (resume points)."""
+        if self._fh is not None and self._fh is not sys.stdout:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.fmt in (Format.csv, Format.jsonl):
+            if self._fh is None and self.fmt is Format.csv and self.columns and not self.append:
+                self._stream()
+                csv.DictWriter(self._fh, fieldnames=self.columns, lineterminator="\n").writeheader()
+            self._finish_stream()
+            return
+        if self.fmt is Format.table:
+            self._print_table()
+            return
+        if self.fmt is Format.json:
+            payload: Any = [_plain(r) for r in self._rows]
+            if self.document is not None:
+                payload = {**_plain(self.document), "records": payload}
+            text = json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
+            if self.output is None:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+            else:
+                from biotrove_cli.core.io import atomic_write_text
+
+                atomic_write_text(self.output, text)
+            return
+        if self.fmt is Format.parquet:
+            import pyarrow as pa
+
+            from biotrove_cli.core.io import atomic_write_parquet
+
+            cols = self.columns or []
+            table = pa.table({c: [_plain(r.get(c)) for r in self._rows] for c in cols})
+            assert self.output is not None
+            atomic_write_parquet(table, self.output)
+
+    def abort(self) -> None:
+        """Stop without replacing the output (a failed run leaves the old file as it was)."""
+        self._closed = True
+        if self._fh is not None and self._fh is not sys.stdout:
+            if self.append:
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
+            self._fh.close()
+            if self._tmp is not None and self._tmp.exists():
+                self._tmp.unlink()
+
+    def _finish_stream(self) -> None:
+        if self._fh is None or self._fh is sys.stdout:
+            if self._fh is sys.stdout:
+                sys.stdout.flush()
+            return
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        if self._tmp is not None:
+            os.replace(self._tmp, self.output)  # type: ignore[arg-type]
+            from biotrove_cli.core.io import fsync_dir
+
+            fsync_dir(self.output.parent)  # type: ignore[union-attr]
+
+    def _print_table(self) -> None:
+        cols = self.table_columns or self.columns or []
+        table = Table(title=self.title, show_lines=False, header_style="bold")
+        for c in cols:
+            numeric = any(
+                isinstance(r.get(c), (int, float)) and not isinstance(r.get(c), bool)
+                for r in self._rows[:50]
+            )
+            table.add_column(c, justify="right" if numeric else "left", overflow="fold")
+        for r in self._rows:
+            table.add_row(*[_cell(r.get(c)) for c in cols])
+        if self.output is None:
+            console.out().print(table)
+        else:
+            from rich.console import Console
+
+            from biotrove_cli.core.io import atomic_write_text
+
+            buf = io.StringIO()
+            Console(file=buf, width=200, force_terminal=False).print(table)
+            atomic_write_text(self.output, buf.getvalue())
+
+    def __enter__(self) -> RecordSink:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def emit(
+    records: Iterable[dict[str, Any]],
+    fmt: Format | str = Format.auto,
+    output: str | Path | None = None,
+    **kwargs: Any,
+) -> int:
+    """Write all records at once; returns how many."""
+    with RecordSink(fmt, output, **kwargs) as sink:
+        sink.write_many(records)
+    return sink.count
