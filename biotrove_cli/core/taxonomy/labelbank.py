@@ -219,7 +219,6 @@ class LabelBank:
         key = taxon.key_at(rank)
         if not key:
             return -1
-        self._rank_classes[rank]
         idx = self._key_index[rank].get(key)
         if idx is not None:
             return idx
