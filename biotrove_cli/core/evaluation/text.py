@@ -67,6 +67,22 @@ def _read_cache(path: Path, n_classes: int) -> Any | None:
     return emb
 
 
+def bundled_embeddings(loaded: Any, key: str, n_classes: int) -> Any | None:
+    """Embeddings precomputed by ``biotrove export --labels``, when they are for these prompts.
+
+    A bundle's ``class_embeddings.safetensors`` holds an ``embeddings`` tensor and, in its
+    metadata, the ``prompts_key`` (:func:`cache_key` of the text tower and prompts) it encodes.
+    """
+    pre = getattr(loaded, "class_embeddings", None)
+    if not pre:
+        return None
+    meta = pre.get("meta") or {}
+    emb = (pre.get("tensors") or {}).get("embeddings")
+    if emb is None or meta.get("prompts_key") != key or emb.shape[0] != n_classes:
+        return None
+    return emb.float()
+
+
 def encode_prompts(
     loaded: Any,
     prompts: list[list[str]],
@@ -114,9 +130,12 @@ def class_embeddings(
     """
     from biotrove_cli.core.io import atomic_open
 
+    key = cache_key(loaded.text_fingerprint(), prompts)
+    bundled = bundled_embeddings(loaded, key, len(prompts))
+    if bundled is not None:
+        return bundled, True
     path = None
     if use_cache:
-        key = cache_key(loaded.text_fingerprint(), prompts)
         path = cache_root() / key[:2] / f"{key}.safetensors"
         if path.is_file():
             emb = _read_cache(path, len(prompts))

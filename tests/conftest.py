@@ -1,0 +1,131 @@
+"""Shared fixtures. Every test runs offline, with its own biotrove home and caches."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared" / "data" / "biotrove"
+RESOURCES = REPO / "biotrove_cli" / "resources"
+ARBORETUM = SHARED / "arboretum_sample_chunk1.parquet"
+INAT2021 = SHARED / "inat2021_categories.csv"
+LIFESTAGES = SHARED / "lifestages_metadata.csv"
+DEMO_SPECIES = RESOURCES / "demo_species.csv"
+
+
+def _shared_or_skip(path: Path) -> Path:
+    # the shared data sits beside the checkout on developer machines and in CI; a copy of the
+    # package alone (e.g. an sdist) has only the demo bank, so say so plainly
+    if not path.is_file():
+        pytest.skip(f"shared metadata not found at {path}")
+    return path
+
+
+@pytest.fixture
+def arboretum() -> Path:
+    return _shared_or_skip(ARBORETUM)
+
+
+@pytest.fixture
+def inat2021() -> Path:
+    return _shared_or_skip(INAT2021)
+
+
+@pytest.fixture
+def lifestages() -> Path:
+    return _shared_or_skip(LIFESTAGES)
+
+
+@pytest.fixture(autouse=True)
+def _offline_and_isolated(tmp_path_factory, monkeypatch):
+    """No network, no user caches: a test that touches either is a bug."""
+    home = tmp_path_factory.mktemp("biotrove-home")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setenv("BIOTROVE_HOME", str(home))
+    monkeypatch.setenv("HF_HOME", str(home / "hf"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
+    monkeypatch.delenv("BIOTROVE_DEBUG", raising=False)
+    monkeypatch.setenv("PYTHONHASHSEED", "0")
+    yield
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``biotrove ARGS`` through main() (the real error boundary); returns (code, out, err)."""
+    from biotrove_cli.cli.app import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+def run_subprocess(*args: str, env: dict | None = None, timeout: float = 600,
+                   input: str | None = None, cwd: str | Path | None = None):
+    """``python -m biotrove_cli ARGS`` in a fresh process (for sys.modules checks, signals...)."""
+    import subprocess
+
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "biotrove_cli", *map(str, args)],
+                          capture_output=True, text=True, env=full_env, timeout=timeout,
+                          input=input, cwd=cwd)
+
+
+@pytest.fixture(scope="session")
+def demo_bank():
+    from biotrove_cli.core.taxonomy.labelbank import LabelBank
+
+    return LabelBank.load(DEMO_SPECIES)
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory, demo_bank):
+    """6 species x 5 photos (160x120 JPEGs) plus BioTrove-schema metadata for them.
+
+    Returns a dict with ``images`` (folder), ``metadata`` (parquet path), ``taxa`` and
+    ``photos`` (list of WorldImage).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from biotrove_cli.core.data.world import generate_world
+
+    root = tmp_path_factory.mktemp("world")
+    taxa = demo_bank.taxa[:6]
+    photos = generate_world(taxa, root / "images", images_per_species=5, seed=1,
+                            size=(160, 120), id_offset=1000)
+    rows = {k: [] for k in ("photo_id", "scientificName", "kingdom", "phylum", "class", "order",
+                            "family", "genus", "species", "common_name", "photo_url")}
+    for p in photos:
+        t = p.taxon
+        rows["photo_id"].append(int(p.photo_id))
+        rows["scientificName"].append(t.scientific_name)
+        for rank, name in zip(("kingdom", "phylum", "class", "order", "family", "genus",
+                               "species"), t.names, strict=True):
+            rows[rank].append(name)
+        rows["common_name"].append(t.common_name)
+        rows["photo_url"].append(f"http://127.0.0.1:9/{p.photo_id}.jpg")
+    meta = root / "metadata.parquet"
+    pq.write_table(pa.table(rows), meta)
+    return {"root": root, "images": root / "images", "metadata": meta, "taxa": taxa,
+            "photos": photos}
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """The tiny architecture with seeded random weights (a LoadedModel)."""
+    import torch
+
+    from biotrove_cli.core.models.load import load_model
+
+    torch.manual_seed(0)
+    return load_model("biotrove-tiny:random")
