@@ -1,0 +1,1 @@
+"""Distributed: building and running torch's elastic launcher (torchrun), rank/world helpers."""
