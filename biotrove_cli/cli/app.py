@@ -63,7 +63,7 @@ def root(
 
 def _register() -> None:
     # each module adds its command(s); none imports torch or open_clip at import time
-    from biotrove_cli.cli import completion, info, presets  # noqa: F401
+    from biotrove_cli.cli import completion, info, presets, shard  # noqa: F401
 
 
 _register()

@@ -1,0 +1,365 @@
+"""``biotrove shard``: metadata + images -> WebDataset shards with taxonomic captions."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from biotrove_cli.cli.app import app
+from biotrove_cli.cli.options import FormatOpt, OutputOpt
+from biotrove_cli.output.render import Format
+
+EPILOG = (
+    "Examples:\n\n"
+    "  biotrove shard meta.parquet --images photos/ --out shards/ --val-fraction 0.05\n\n"
+    "  biotrove shard meta.parquet --images photos/ --out shards/ --part 3/8   (one of 8 "
+    "machines)\n\n"
+    "  biotrove shard --finalize shards/\n\n"
+    "Rerun the same command after an interruption: complete shards are kept, the rest redone. "
+    "Exit codes: 0 ok, 1 error, 2 usage error, 130 interrupted."
+)
+
+
+class ResizeMode(str, Enum):
+    keep_ratio_largest = "keep_ratio_largest"
+    center_crop = "center_crop"
+    keep = "keep"
+    none = "none"
+
+
+SEL = "Selection"
+IMG = "Images and captions"
+SCALE = "Shards and scale"
+DL = "Download"
+
+
+def _default_workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+@app.command("shard", rich_help_panel="Data", epilog=EPILOG)
+def shard_cmd(
+    metadata: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Metadata files (Parquet/CSV/TSV; BioTrove, iNat2021 or generic lineage schema).",
+            show_default=False,
+        ),
+    ] = None,
+    images: Annotated[
+        Path | None,
+        typer.Option(
+            "--images",
+            metavar="DIR",
+            help="Photo folder: found by the path/file column, else as {photo_id}.jpg|png|webp.",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", metavar="DIR", help="Output dataset folder.")
+    ] = None,
+    categories: Annotated[
+        str | None,
+        typer.Option(
+            "--categories",
+            metavar="NAMES",
+            help="Keep rows within these taxa, any rank (comma list, e.g. Aves,Insecta).",
+            rich_help_panel=SEL,
+        ),
+    ] = None,
+    min_per_species: Annotated[
+        int,
+        typer.Option(
+            "--min-per-species",
+            min=0,
+            help="Species with fewer photos go to the 'unseen' split (0 = none).",
+            rich_help_panel=SEL,
+        ),
+    ] = 0,
+    max_per_species: Annotated[
+        int,
+        typer.Option(
+            "--max-per-species",
+            min=0,
+            help="Keep at most this many photos per species (0 = all).",
+            rich_help_panel=SEL,
+        ),
+    ] = 0,
+    val_fraction: Annotated[
+        float,
+        typer.Option(
+            "--val-fraction",
+            min=0.0,
+            max=0.99,
+            help="Fraction of the (non-rare) samples in the 'val' split.",
+            rich_help_panel=SEL,
+        ),
+    ] = 0.0,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of shuffling, capping and splitting.")
+    ] = 0,
+    image_size: Annotated[
+        int,
+        typer.Option("--image-size", min=8, help="Target size in pixels.", rich_help_panel=IMG),
+    ] = 224,
+    resize_mode: Annotated[
+        ResizeMode,
+        typer.Option(
+            "--resize-mode",
+            case_sensitive=False,
+            help="keep_ratio_largest: longest side to --image-size (never upscaled); "
+            "center_crop: square crop; keep: re-encode as is; none: pass JPEG bytes through.",
+            rich_help_panel=IMG,
+        ),
+    ] = ResizeMode.keep_ratio_largest,
+    jpeg_quality: Annotated[
+        int,
+        typer.Option(
+            "--jpeg-quality",
+            min=1,
+            max=100,
+            help="JPEG quality when re-encoding.",
+            rich_help_panel=IMG,
+        ),
+    ] = 95,
+    caption: Annotated[
+        str,
+        typer.Option(
+            "--caption",
+            metavar="TYPE",
+            help="Text type of {key}.txt, what stock open_clip trains on.",
+            rich_help_panel=IMG,
+        ),
+    ] = "taxon_com",
+    captions: Annotated[
+        str,
+        typer.Option(
+            "--captions",
+            metavar="TYPES",
+            help="Text types written as {key}.{type}.txt: 'all', 'none' or a comma list of "
+            "com, common_name, sci, sci_com, scientific_name, taxon, taxonTag, taxonTag_com, "
+            "taxon_com, taxonomic_name.",
+            rich_help_panel=IMG,
+        ),
+    ] = "all",
+    samples_per_shard: Annotated[
+        int,
+        typer.Option(
+            "--samples-per-shard", min=1, help="Samples per shard.", rich_help_panel=SCALE
+        ),
+    ] = 1000,
+    max_shard_bytes: Annotated[
+        str,
+        typer.Option(
+            "--max-shard-bytes",
+            metavar="SIZE",
+            help="Start an overflow tar (shard-N_1.tar) past this size, e.g. 500MB, 1GiB "
+            "(0 = no limit).",
+            rich_help_panel=SCALE,
+        ),
+    ] = "0",
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=0,
+            help="Writer processes (0 or 1 = in this process). Default: CPU cores, up to 8.",
+            show_default=False,
+            rich_help_panel=SCALE,
+        ),
+    ] = None,
+    part: Annotated[
+        str,
+        typer.Option(
+            "--part",
+            metavar="K/N",
+            help="Do part K of N of the shards (N machines, one dataset; no coordination).",
+            rich_help_panel=SCALE,
+        ),
+    ] = "1/1",
+    finalize: Annotated[
+        Path | None,
+        typer.Option(
+            "--finalize",
+            metavar="DIR",
+            help="Only write sizes.json, taxonomy.parquet and manifest.json of DIR once all "
+            "parts are written.",
+            rich_help_panel=SCALE,
+        ),
+    ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option("--strict", help="Stop at the first bad or missing image (exit 1)."),
+    ] = False,
+    download: Annotated[
+        bool,
+        typer.Option(
+            "--download",
+            help="Fetch rows whose image is not under --images from photo_url first.",
+            rich_help_panel=DL,
+        ),
+    ] = False,
+    download_workers: Annotated[
+        int,
+        typer.Option("--download-workers", min=1, help="Concurrent downloads.", rich_help_panel=DL),
+    ] = 8,
+    download_timeout: Annotated[
+        float,
+        typer.Option("--download-timeout", min=0.01, help="Seconds per try.", rich_help_panel=DL),
+    ] = 30.0,
+    download_retries: Annotated[
+        int,
+        typer.Option(
+            "--download-retries",
+            min=0,
+            help="Extra tries after a transient failure (exponential backoff).",
+            rich_help_panel=DL,
+        ),
+    ] = 3,
+    format: FormatOpt = Format.auto,
+    output: OutputOpt = None,
+) -> None:
+    """Write WebDataset shards (train/val/unseen) with taxonomic captions from metadata + images.
+
+    Resumable (rerun after any interruption), parallel (--workers) and splittable across
+    machines (--part K/N, then --finalize). Bad images are counted by reason, not fatal.
+    """
+    from biotrove_cli.core.data import writer
+    from biotrove_cli.core.errors import UsageError
+    from biotrove_cli.output import console
+
+    if finalize is not None:
+        if metadata or images or out:
+            raise UsageError(
+                "--finalize DIR takes no metadata, --images or --out",
+                hint="run `biotrove shard --finalize DIR` on its own",
+            )
+        result = writer.finalize_dataset(finalize)
+        console.info(f"finalized {finalize}: sizes.json, taxonomy.parquet, manifest.json")
+        _emit(result, format, output)
+        return
+    missing = [
+        flag
+        for flag, value in (("METADATA", metadata), ("--images", images), ("--out", out))
+        if not value
+    ]
+    if missing:
+        raise UsageError(
+            f"missing {', '.join(missing)}",
+            hint="biotrove shard METADATA... --images DIR --out DIR (or --finalize DIR)",
+        )
+    cfg = writer.ShardConfig(
+        metadata=list(metadata or []),
+        images=images,  # type: ignore[arg-type]
+        out=out,  # type: ignore[arg-type]
+        categories=[c.strip() for c in (categories or "").split(",") if c.strip()],
+        min_per_species=min_per_species,
+        max_per_species=max_per_species,
+        seed=seed,
+        val_fraction=val_fraction,
+        image_size=image_size,
+        resize_mode=resize_mode.value,
+        jpeg_quality=jpeg_quality,
+        caption=caption,
+        captions=writer.parse_captions(captions),
+        samples_per_shard=samples_per_shard,
+        max_shard_bytes=writer.parse_bytes(max_shard_bytes),
+        workers=_default_workers() if workers is None else workers,
+        part=writer.parse_part(part),
+        strict=strict,
+        download=download,
+        download_workers=download_workers,
+        download_timeout=download_timeout,
+        download_retries=download_retries,
+    )
+    with _Phases() as phases:
+        result = writer.shard_dataset(cfg, progress=phases.update, phase=phases.start)
+    _report(result)
+    _emit(result, format, output)
+
+
+class _Phases:
+    """One progress bar per phase of the job (download, shard), each closed when the next opens."""
+
+    def __init__(self) -> None:
+        self._stack = contextlib.ExitStack()
+        self._fn = None
+
+    def __enter__(self) -> _Phases:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+
+    def start(self, name: str, total: int) -> None:
+        from biotrove_cli.output.progress import progress
+
+        self._stack.close()
+        self._stack = contextlib.ExitStack()
+        label = {"download": "Downloading", "shard": "Sharding"}.get(name, name)
+        self._fn = self._stack.enter_context(progress(label, total=total, unit="images"))
+
+    def update(self, done: int, total: int) -> None:
+        if self._fn is not None:
+            self._fn(done, total)
+
+
+def _report(result) -> None:
+    from biotrove_cli.output import console
+
+    for f in result.failed_samples[:5]:
+        console.warn(f"{f['reason']}: {f['key']} ({f['source']})")
+    failed = sum(s.failed for s in result.splits)
+    if failed:
+        console.warn(
+            f"{failed} bad or missing images were skipped (by reason in the table; each shard's "
+            ".stats.json names them)"
+        )
+    done_now = f"{result.written_units} shards written"
+    if result.kept_units:
+        done_now += f", {result.kept_units} kept from an earlier run"
+    rate = f" at {result.images_per_second:.0f} images/s" if result.images_per_second else ""
+    console.info(f"{done_now} in {result.seconds:.1f}s{rate}")
+    if result.finalized:
+        console.info(
+            f"dataset complete: {result.out} (sizes.json, taxonomy.parquet, manifest.json)"
+        )
+    else:
+        console.info(
+            f"this part is done; {result.pending_units} shards of other parts are still missing. "
+            f"When all parts are done: biotrove shard --finalize {result.out}"
+        )
+
+
+def _emit(result, format: Format, output: str | None) -> None:
+    from biotrove_cli.output.render import emit
+
+    emit(
+        result.records(),
+        format,
+        output,
+        title=f"biotrove shard: {result.out}",
+        columns=[
+            "split",
+            "shards",
+            "pending",
+            "species",
+            "planned",
+            "written",
+            "failed",
+            "failures",
+            "converted",
+            "mb",
+        ],
+        document={
+            "out": str(result.out),
+            "fingerprint": result.fingerprint,
+            "finalized": result.finalized,
+            "selection": result.selection,
+            "download": result.download,
+        },
+    )
