@@ -63,7 +63,7 @@ def root(
 
 def _register() -> None:
     # each module adds its command(s); none imports torch or open_clip at import time
-    from biotrove_cli.cli import completion, info, presets, shard  # noqa: F401
+    from biotrove_cli.cli import completion, eval, export, info, presets, shard, train  # noqa: F401
 
 
 _register()
@@ -75,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     debug = os.environ.get("BIOTROVE_DEBUG", "").lower() not in ("", "0", "false", "no")
     command = typer.main.get_command(app)
     try:
-        command.main(args=args, prog_name="biotrove", standalone_mode=False)
-        return 0
+        rv = command.main(args=args, prog_name="biotrove", standalone_mode=False)
+        # click returns the exit code of an Exit (e.g. 130 after Ctrl-C) in this mode
+        return rv if isinstance(rv, int) else 0
     except click.exceptions.Exit as exc:
         return int(exc.exit_code or 0)
     except click.exceptions.Abort:

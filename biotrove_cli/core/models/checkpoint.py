@@ -57,6 +57,12 @@ def _numpy_safe_globals() -> list:
     return allowed
 
 
+_UNSAFE_HINT = (
+    "biotrove loads checkpoints weights-only and never runs code from them; if you "
+    "trust this file, convert it to a plain state dict or safetensors in a sandbox"
+)
+
+
 def safe_load(path: str | Path, map_location: Any = "cpu") -> Any:
     """``torch.load`` with weights_only=True plus numpy scalars/dtypes; clear errors otherwise.
 
@@ -84,12 +90,18 @@ def safe_load(path: str | Path, map_location: Any = "cpu") -> Any:
     except pickle.UnpicklingError as exc:
         text = str(exc)
         m = re.search(r"(?:Unsupported global|GLOBAL)[:\s]+(?:GLOBAL\s+)?([\w.]+)", text)
-        if m or "weights_only" in text.lower() or "unsupported" in text.lower():
-            what = m.group(1) if m else "a non-data object"
+        if m:
             raise UnsafeCheckpointError(
-                f"{path}: refused: its pickle asks to load {what}, which is code, not weights",
-                hint="biotrove loads checkpoints weights-only and never runs code from them; "
-                "if you trust this file, convert it to safetensors in a sandbox",
+                f"{path}: refused: its pickle asks to load {m.group(1)}, which is code, not "
+                "weights",
+                hint=_UNSAFE_HINT,
+            ) from exc
+        if "weights only" in text.lower() or "unsupported" in text.lower():
+            detail = re.search(r"(Unsupported [^\n]*)", text)
+            raise UnsafeCheckpointError(
+                f"{path}: refused: its pickle uses constructs that weights-only loading does not "
+                f"allow ({detail.group(1).strip() if detail else 'not plain data'})",
+                hint=_UNSAFE_HINT,
             ) from exc
         raise CheckpointCorruptError(
             f"{path}: not a readable checkpoint ({text.splitlines()[0]})",

@@ -51,6 +51,11 @@ class DataConfig:
     workers: int = cfg_field(2, "data loader worker processes per training process")
     shuffle_buffer: int = cfg_field(1000, "in-memory sample shuffle buffer per worker")
     val_limit: int = cfg_field(2000, "at most this many validation images per evaluation")
+    decode: Literal["workers", "device"] = cfg_field(
+        "workers",
+        "where JPEGs are decoded and augmented: in the data workers (PIL), or on the "
+        "training device (nvjpeg on GPUs; frees the CPU workers)",
+    )
 
 
 @dataclass
