@@ -70,3 +70,7 @@ class PreemptedError(BiotroveError):
     """Training was asked to stop (SIGTERM/SIGUSR1) and saved a checkpoint first."""
 
     exit_code = 75  # EX_TEMPFAIL: "try again later"; SLURM scripts requeue on it
+
+
+class VerificationError(BiotroveError):
+    """An export, reloaded the way a user would, does not reproduce the source model."""

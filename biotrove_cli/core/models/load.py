@@ -464,33 +464,33 @@ def load_class_embeddings(path: Path) -> dict[str, Any]:
     return {"tensors": emb, "meta": meta}
 
 
-def load_checkpoint_file(
-    path: Path,
-    spec: str,
-    device: str,
-    arch: str | None,
-    kind: str = "checkpoint",
+def decide_arch(
+    filename: str,
+    train_cfg: dict[str, Any] | None,
+    *,
+    arch: str | None = None,
     quick_gelu: bool | None = None,
     reason: str | None = None,
-    extra: dict | None = None,
-) -> LoadedModel:
-    """A ``.pt`` training checkpoint (open_clip or biotrove) or a bare state dict."""
-    obj = safe_load(path)
-    sd = extract_state_dict(obj, source=str(path))
-    meta: dict[str, Any] = {}
-    train_cfg = None
-    if isinstance(obj, dict):
-        meta = {k: obj[k] for k in ("epoch", "step", "name", "biotrove_version") if k in obj}
-        if isinstance(obj.get("config"), dict):
-            train_cfg = obj["config"]
+) -> tuple[str | None, bool, str]:
+    """Which architecture and activation a checkpoint file gets, and why (no I/O).
+
+    Precedence: an explicit ``arch`` (``--arch``), the checkpoint's stored training config, a
+    published BioTrove-CLIP file name (its documented architecture, QuickGELU included), then
+    none: the caller infers the architecture from the weights' shapes, QuickGELU off unless
+    ``quick_gelu`` says otherwise.
+
+    Returns:
+        (architecture or None to infer it, QuickGELU, the reason in words)
+    """
     stored_arch = None
     if train_cfg:
         stored_arch = (train_cfg.get("model") or {}).get("arch")
-    preset = registry.preset_for_filename(path.name)
+    preset = registry.preset_for_filename(filename)
     if arch:
         why = reason or f"architecture {arch} from --arch"
         q = arch.endswith("-quickgelu") if quick_gelu is None else quick_gelu
     elif stored_arch:
+        assert train_cfg is not None
         arch = stored_arch
         q = bool((train_cfg.get("model") or {}).get("quick_gelu")) or arch.endswith("-quickgelu")
         why = f"architecture {arch} from the checkpoint's stored training config"
@@ -512,6 +512,31 @@ def load_checkpoint_file(
                 "activation; pass --arch ARCH-quickgelu for OpenAI-initialised weights"
             )
         )
+    return arch, bool(q), why
+
+
+def load_checkpoint_file(
+    path: Path,
+    spec: str,
+    device: str,
+    arch: str | None,
+    kind: str = "checkpoint",
+    quick_gelu: bool | None = None,
+    reason: str | None = None,
+    extra: dict | None = None,
+) -> LoadedModel:
+    """A ``.pt`` training checkpoint (open_clip or biotrove) or a bare state dict."""
+    obj = safe_load(path)
+    sd = extract_state_dict(obj, source=str(path))
+    meta: dict[str, Any] = {}
+    train_cfg = None
+    if isinstance(obj, dict):
+        meta = {k: obj[k] for k in ("epoch", "step", "name", "biotrove_version") if k in obj}
+        if isinstance(obj.get("config"), dict):
+            train_cfg = obj["config"]
+    arch, q, why = decide_arch(
+        path.name, train_cfg, arch=arch, quick_gelu=quick_gelu, reason=reason
+    )
     return load_state_dict_model(
         sd,
         spec=spec,

@@ -129,6 +129,9 @@ class LabelBank:
                 raise InputError(f"{path}: cannot read it ({exc})") from exc
             names = [ln for ln in (line.split("#", 1)[0] for line in lines) if ln.strip()]
             return cls.custom(names, source=str(path))
+        saved_custom = _read_saved_custom(path)
+        if saved_custom is not None:  # what save() writes for a custom bank
+            return cls.custom(saved_custom, source=str(path))
         bank = cls.from_metadata([path])
         bank.counts = _read_counts(path)
         return bank
@@ -279,3 +282,19 @@ def _read_counts(path: Path) -> dict[str, dict[str, int]]:
             for k, v in zip(keys, table.column(name).to_pylist(), strict=True):
                 out[k][name[2:]] = int(v or 0)
     return out
+
+
+def _read_saved_custom(path: Path) -> list[str] | None:
+    """The labels of a custom bank written by :meth:`LabelBank.save` (a Parquet file whose only
+    column is ``label``), else None."""
+    if path.suffix.lower() not in (".parquet", ".pq"):
+        return None
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.read_schema(path).names
+    except Exception:  # unreadable: let the metadata reader report it
+        return None
+    if names != ["label"]:
+        return None
+    return [str(v) for v in pq.read_table(path).column("label").to_pylist() if v is not None]

@@ -1,0 +1,174 @@
+"""``biotrove export CHECKPOINT --out DIR``: a safe, portable, verified model bundle."""
+
+from __future__ import annotations
+
+import contextlib
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from biotrove_cli.cli.app import app
+from biotrove_cli.cli.options import ArchOpt, DeviceOpt, LabelsOpt
+from biotrove_cli.core.taxonomy.captions import TEXT_TYPES
+
+# Plain enums here (not the core's) so `biotrove --help` imports nothing heavy.
+
+
+class BundleFormat(str, Enum):
+    open_clip = "open_clip"
+    onnx = "onnx"
+
+
+class DtypeChoice(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
+class ReportFormat(str, Enum):
+    auto = "auto"
+    table = "table"
+    csv = "csv"
+    json = "json"
+    jsonl = "jsonl"
+
+
+TextTypeChoice = Enum("TextTypeChoice", {t: t for t in TEXT_TYPES}, type=str)  # type: ignore[misc]
+
+EXAMPLES = (
+    "Examples:\n\n"
+    "biotrove export runs/tiny --out models/tiny\n\n"
+    "biotrove export biotroveclip-vit-b-16-from-openai-epoch-40.pt --out clip-o --dtype fp16 "
+    "--labels arboretum_sample_chunk1.parquet\n\n"
+    "biotrove export models/tiny --out models/tiny-onnx --format onnx"
+)
+
+
+@app.command("export", rich_help_panel="Models", epilog=EXAMPLES)
+def export_cmd(
+    checkpoint: Annotated[
+        str,
+        typer.Argument(
+            metavar="CHECKPOINT",
+            help="Training checkpoint (.pt), BioTrove-CLIP file or preset (clip-o|clip-b|clip-m), "
+            "run folder, exported folder, hf-hub:org/repo or ARCH:TAG.",
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", metavar="DIR", help="Folder to create (written whole, or not at all)."
+        ),
+    ],
+    dtype: Annotated[
+        DtypeChoice,
+        typer.Option("--dtype", case_sensitive=False, help="Precision of the stored weights."),
+    ] = DtypeChoice.fp32,
+    labels: LabelsOpt = None,
+    arch: ArchOpt = None,
+    format: Annotated[
+        BundleFormat,
+        typer.Option(
+            "--format",
+            case_sensitive=False,
+            help="open_clip: config + safetensors for open_clip's local-dir: loader; "
+            "onnx: image and text encoders as ONNX (fp32).",
+        ),
+    ] = BundleFormat.open_clip,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify/--no-verify",
+            help="Reload the export as a user would (fresh Python, no biotrove) and compare "
+            "embeddings with the source.",
+        ),
+    ] = True,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Replace an existing export in DIR (only once the new one is complete)."
+        ),
+    ] = False,
+    text_type: Annotated[
+        TextTypeChoice,
+        typer.Option(
+            "--text-type",
+            case_sensitive=False,
+            help="Class text of the bundled label embeddings.",
+            rich_help_panel="Labels",
+        ),
+    ] = TextTypeChoice("taxon"),  # type: ignore[assignment]
+    templates: Annotated[
+        str,
+        typer.Option(
+            "--templates",
+            metavar="SET",
+            help="Prompt templates of the bundled embeddings: simple, openai, or a file.",
+            rich_help_panel="Labels",
+        ),
+    ] = "simple",
+    device: DeviceOpt = "cpu",
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            "--batch-size",
+            min=1,
+            help="Prompts per forward pass when encoding the label bank.",
+            rich_help_panel="Compute",
+        ),
+    ] = 256,
+    report: Annotated[
+        ReportFormat,
+        typer.Option(
+            "--report",
+            case_sensitive=False,
+            help="Summary on stdout: auto = a table on a terminal, CSV when piped.",
+            rich_help_panel="Output",
+        ),
+    ] = ReportFormat.auto,
+) -> None:
+    """Turn a checkpoint into a safe, portable, verified model bundle.
+
+    Stock open_clip loads the bundle: create_model_and_transforms("local-dir:DIR").
+    Safetensors weights (no pickle, no optimizer state); biotrove.json records the source.
+    With --labels, `biotrove classify --model DIR` needs no other file.
+    """
+    from biotrove_cli.cli.options import resolve_device
+    from biotrove_cli.core.models.export import Dtype, ExportConfig, ExportFormat, export_model
+    from biotrove_cli.output.progress import progress
+    from biotrove_cli.output.render import emit
+
+    cfg = ExportConfig(
+        source=checkpoint,
+        out=out,
+        dtype=Dtype(dtype.value),
+        format=ExportFormat(format.value),
+        labels=labels,
+        arch=arch,
+        text_type=text_type.value,
+        templates=templates,
+        verify=verify,
+        force=force,
+        device=resolve_device(device),
+        batch_size=batch_size,
+    )
+    with contextlib.ExitStack() as stack:
+        bar: list = []
+
+        def on_progress(done: int, total: int) -> None:
+            # the bar opens only if there are label prompts to encode
+            if not bar:
+                bar.append(stack.enter_context(progress("Encoding class prompts", total)))
+            bar[0](done, total)
+
+        result = export_model(cfg, progress=on_progress)
+    emit(
+        result.records(),
+        report.value,
+        None,
+        title=f"export: {result.out}",
+        columns=["section", "key", "value"],
+        document=result.document(),
+    )
