@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from biotrove_cli.core.taxonomy.captions import DEFAULT_CAPTION
+
 DEMO_SPECIES = (
     Path(__file__).resolve().parent.parent / "biotrove_cli" / "resources" / "demo_species.csv"
 )
@@ -204,7 +206,7 @@ def test_bundle_with_labels_classifies_with_no_other_files(fp16_bundle, source, 
     out, _ = fp16_bundle
     loaded = load_model(out)
     assert loaded.labels is not None and len(loaded.labels) == 33
-    prompts = text.class_prompts(loaded.labels, Rank.SPECIES, "taxon", SIMPLE)
+    prompts = text.class_prompts(loaded.labels, Rank.SPECIES, DEFAULT_CAPTION, SIMPLE)
     # fp16 rounding changes the text tower: a key computed from the fp32 source would miss
     assert loaded.text_fingerprint() != source.text_fingerprint()
 
@@ -517,7 +519,7 @@ def test_reexport_bundle_keeps_labels_and_custom_labels_work(
     for folder, want in ((out, None), (custom, ["a fern", "a beetle", "a heron"])):
         loaded = load_model(folder)
         if want is None:
-            prompts = text.class_prompts(loaded.labels, Rank.SPECIES, "taxon", SIMPLE)
+            prompts = text.class_prompts(loaded.labels, Rank.SPECIES, DEFAULT_CAPTION, SIMPLE)
         else:
             assert loaded.labels.custom_labels == want
             from biotrove_cli.core.evaluation.templates import openai_templates
@@ -581,3 +583,65 @@ def test_bad_choices_are_usage_errors(cli, ddp_checkpoint, tmp_path):
     code, _, stderr = cli("export", ddp_checkpoint, "--out", tmp_path / "o", "--templates", "nope")
     assert code == 1 and "not a template set or file" in stderr
     assert not (tmp_path / "o").exists()
+
+
+def _has_command(name: str) -> bool:
+    import typer
+
+    from biotrove_cli.cli.app import app
+
+    return name in typer.main.get_command(app).commands
+
+
+@pytest.mark.slow
+def test_classify_cli_uses_the_bundle_alone(cli, fp16_bundle, tmp_path, monkeypatch):
+    """The contract with `biotrove classify`: its default prompts are the bundled ones, so a
+    bundle classifies with no label file and no text encoding."""
+    if not _has_command("classify"):
+        pytest.skip("biotrove classify is not part of this build")
+    import csv
+    import io
+
+    from biotrove_cli.core.data.world import render
+    from biotrove_cli.core.evaluation import text
+    from biotrove_cli.core.taxonomy.labelbank import LabelBank
+
+    out, _ = fp16_bundle
+    bank = LabelBank.load(out / "labels.parquet")
+    photo = tmp_path / "photo.jpg"
+    render(bank.taxa[2], index=0, seed=1, size=(120, 90)).save(photo)
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("classify encoded prompts instead of using the bundle's")
+
+    monkeypatch.setattr(text, "encode_prompts", no_encoding)
+    code, stdout, stderr = cli("classify", photo, "--model", out, "-k", "3", "--format", "csv")
+    assert code == 0, stderr
+    rows = list(csv.DictReader(io.StringIO(stdout)))
+    assert [int(r["prediction"]) for r in rows] == [1, 2, 3]
+    assert {r["name"] for r in rows} <= {t.binomial for t in bank.taxa}
+
+
+@pytest.mark.slow
+def test_verification_catches_a_wrong_activation(cli, ddp_checkpoint, tmp_path, monkeypatch):
+    """Weights trained with QuickGELU but a bundle config without it (the silent BioTrove-CLIP-O
+    mistake) fail verification for real, and nothing is written."""
+    from biotrove_cli.core.models import export
+
+    original = export._write_open_clip
+
+    def forget_quickgelu(tmp, source, dtype):
+        original(tmp, source, dtype)
+        path = tmp / "open_clip_config.json"
+        config = json.loads(path.read_text())
+        config["model_cfg"]["quick_gelu"] = False
+        path.write_text(json.dumps(config))
+
+    monkeypatch.setattr(export, "_write_open_clip", forget_quickgelu)
+    out = tmp_path / "out"
+    code, stdout, stderr = cli(
+        "export", ddp_checkpoint, "--out", out, "--arch", "biotrove-tiny-quickgelu"
+    )
+    assert code == 1 and stdout == ""
+    assert "verification failed: the reloaded export differs from the source" in stderr
+    assert not out.exists() and _leftovers(tmp_path) == []

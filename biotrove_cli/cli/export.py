@@ -11,7 +11,7 @@ import typer
 
 from biotrove_cli.cli.app import app
 from biotrove_cli.cli.options import ArchOpt, DeviceOpt, LabelsOpt
-from biotrove_cli.core.taxonomy.captions import TEXT_TYPES
+from biotrove_cli.core.taxonomy.captions import DEFAULT_CAPTION, TEXT_TYPES
 
 # Plain enums here (not the core's) so `biotrove --help` imports nothing heavy.
 
@@ -96,10 +96,10 @@ def export_cmd(
         typer.Option(
             "--text-type",
             case_sensitive=False,
-            help="Class text of the bundled label embeddings.",
+            help="Class text of the bundled label embeddings (classify's default too).",
             rich_help_panel="Labels",
         ),
-    ] = TextTypeChoice("taxon"),  # type: ignore[assignment]
+    ] = TextTypeChoice(DEFAULT_CAPTION),  # type: ignore[assignment]
     templates: Annotated[
         str,
         typer.Option(

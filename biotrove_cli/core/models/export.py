@@ -47,6 +47,7 @@ from biotrove_cli.core.errors import (
     UsageError,
     VerificationError,
 )
+from biotrove_cli.core.taxonomy.captions import DEFAULT_CAPTION
 
 log = logging.getLogger("biotrove")
 
@@ -93,7 +94,9 @@ class ExportConfig:
     format: ExportFormat = ExportFormat.open_clip
     labels: Path | None = None  # label bank to bundle (default: the source's own, if any)
     arch: str | None = None  # open_clip architecture when it cannot be inferred
-    text_type: str = "taxon"  # class text of the bundled embeddings
+    # class text of the bundled embeddings: the shard caption default, which eval/classify
+    # use by default too, so a bundle classifies out of the box
+    text_type: str = DEFAULT_CAPTION
     templates: str = "simple"  # simple | openai | a template file
     verify: bool = True
     force: bool = False
