@@ -187,8 +187,8 @@ def test_fp16_export_verifies_within_tolerance(fp16_bundle):
     assert meta["verification"]["passed"] is True
     assert meta["labels"]["classes"] == 33
     rows = {(r["section"], r["key"]): r["value"] for r in result.records()}
-    assert rows[("verify", "passed")] is True
-    assert rows[("labels", "classes")] == 33
+    assert rows[("verify", "passed")] == "true"
+    assert rows[("labels", "classes")] == "33"
 
 
 @pytest.mark.slow

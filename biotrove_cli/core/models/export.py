@@ -139,7 +139,10 @@ class ExportResult:
         rows: list[dict[str, Any]] = []
 
         def add(section: str, key: str, value: Any) -> None:
-            rows.append({"section": section, "key": key, "value": value})
+            # display text (a mixed column); document() keeps numbers as numbers for JSON
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            rows.append({"section": section, "key": key, "value": str(value)})
 
         add("export", "out", str(self.out))
         add("export", "format", self.format.value)
