@@ -68,16 +68,27 @@ def cli(capsys):
     return run
 
 
-def run_subprocess(*args: str, env: dict | None = None, timeout: float = 600,
-                   input: str | None = None, cwd: str | Path | None = None):
+def run_subprocess(
+    *args: str,
+    env: dict | None = None,
+    timeout: float = 600,
+    input: str | None = None,
+    cwd: str | Path | None = None,
+):
     """``python -m biotrove_cli ARGS`` in a fresh process (for sys.modules checks, signals...)."""
     import subprocess
 
     full_env = dict(os.environ)
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "biotrove_cli", *map(str, args)],
-                          capture_output=True, text=True, env=full_env, timeout=timeout,
-                          input=input, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "biotrove_cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        input=input,
+        cwd=cwd,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -94,30 +105,21 @@ def small_world(tmp_path_factory, demo_bank):
     Returns a dict with ``images`` (folder), ``metadata`` (parquet path), ``taxa`` and
     ``photos`` (list of WorldImage).
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from biotrove_cli.core.data.world import generate_world
+    from biotrove_cli.core.data.world import generate_world, write_metadata
 
     root = tmp_path_factory.mktemp("world")
     taxa = demo_bank.taxa[:6]
-    photos = generate_world(taxa, root / "images", images_per_species=5, seed=1,
-                            size=(160, 120), id_offset=1000)
-    rows = {k: [] for k in ("photo_id", "scientificName", "kingdom", "phylum", "class", "order",
-                            "family", "genus", "species", "common_name", "photo_url")}
-    for p in photos:
-        t = p.taxon
-        rows["photo_id"].append(int(p.photo_id))
-        rows["scientificName"].append(t.scientific_name)
-        for rank, name in zip(("kingdom", "phylum", "class", "order", "family", "genus",
-                               "species"), t.names, strict=True):
-            rows[rank].append(name)
-        rows["common_name"].append(t.common_name)
-        rows["photo_url"].append(f"http://127.0.0.1:9/{p.photo_id}.jpg")
-    meta = root / "metadata.parquet"
-    pq.write_table(pa.table(rows), meta)
-    return {"root": root, "images": root / "images", "metadata": meta, "taxa": taxa,
-            "photos": photos}
+    photos = generate_world(
+        taxa, root / "images", images_per_species=5, seed=1, size=(160, 120), id_offset=1000
+    )
+    meta = write_metadata(photos, root / "metadata.parquet", url_base="http://127.0.0.1:9/")
+    return {
+        "root": root,
+        "images": root / "images",
+        "metadata": meta,
+        "taxa": taxa,
+        "photos": photos,
+    }
 
 
 @pytest.fixture(scope="session")
@@ -129,3 +131,30 @@ def tiny_model():
 
     torch.manual_seed(0)
     return load_model("biotrove-tiny:random")
+
+
+@pytest.fixture(scope="session")
+def train_shards(tmp_path_factory, demo_bank):
+    """A real shard folder (``biotrove shard``) for training: 8 species x 30 photos, 64 px,
+    20% val, 20 samples per shard. Returns the folder."""
+    from biotrove_cli.core.data.world import generate_world, write_metadata
+    from biotrove_cli.core.data.writer import ShardConfig, shard_dataset
+
+    root = tmp_path_factory.mktemp("train-world")
+    # two species per genus where the bank has them, so genus roll-up is meaningful
+    taxa = [t for t in demo_bank.taxa if t.genus in ("Quercus", "Turdus", "Pinus", "Amanita")][:8]
+    photos = generate_world(taxa, root / "images", images_per_species=30, seed=3, size=(96, 72))
+    meta = write_metadata(photos, root / "metadata.parquet")
+    shard_dataset(
+        ShardConfig(
+            metadata=[meta],
+            images=root / "images",
+            out=root / "shards",
+            image_size=64,
+            val_fraction=0.2,
+            samples_per_shard=20,
+            seed=0,
+            workers=1,
+        )
+    )
+    return root / "shards"

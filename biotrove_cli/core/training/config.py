@@ -80,9 +80,7 @@ class TrainConfig:
     optim: OptimConfig = cfg_field(help="the optimizer and schedule", default_factory=OptimConfig)
     epochs: int = cfg_field(1, "training epochs")
     max_steps: int | None = cfg_field(
-        None,
-        "stop after this many optimizer steps "
-        "(the schedule still spans the epochs unless set lower)",
+        None, "train exactly this many optimizer steps (overrides epochs; the schedule spans them)"
     )
     precision: Precision = cfg_field("auto", "auto = fp32 on CPU, amp_bf16 on GPU")
     local_loss: bool = cfg_field(False, "contrastive loss against the local batch only")
@@ -147,6 +145,7 @@ SCHEDULE_KEYS = (
     "optim.warmup",
     "optim.schedule",
     "epochs",
+    "max_steps",
     "data.batch_size",
     "optim.accum",
     "data.num_samples",

@@ -444,9 +444,8 @@ def train(
     )
     check_plan(plan)
     steps_per_epoch = plan.steps_per_epoch
-    total_steps = steps_per_epoch * cfg.epochs
-    if cfg.max_steps is not None:
-        total_steps = min(total_steps, cfg.max_steps)
+    total_steps = cfg.max_steps if cfg.max_steps is not None else steps_per_epoch * cfg.epochs
+    num_epochs = math.ceil(total_steps / steps_per_epoch)
 
     optimizer = torch.optim.AdamW(
         param_groups(model, cfg.optim.wd),
@@ -624,7 +623,7 @@ def train(
     try:
         done = step >= total_steps
         model.train()
-        while not done and epoch < cfg.epochs:
+        while not done and epoch < num_epochs:
             loader = make_loader(plan, epoch, batch_in_epoch, transform, tokenizer)
             optimizer.zero_grad(set_to_none=True)
             accum_count = 0
@@ -729,6 +728,8 @@ def train(
                         "text_type": batch.get("text_type"),
                         "total_steps": total_steps,
                     }
+                    if device.startswith("cuda"):
+                        metrics["max_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
                     cb.on_step(metrics)
                     if step % cfg.log_every == 0 or step == total_steps:
                         metrics["time"] = runlib.now_iso()

@@ -39,9 +39,7 @@ def dry_run(cfg: TrainConfig, world_size: int) -> list[dict[str, Any]]:
         image_size=int(size),
     )
     check_plan(plan)
-    total = plan.steps_per_epoch * cfg.epochs
-    if cfg.max_steps:
-        total = min(total, cfg.max_steps)
+    total = cfg.max_steps if cfg.max_steps else plan.steps_per_epoch * cfg.epochs
     return [
         {"key": "shards", "value": len(shards)},
         {"key": "samples_per_epoch", "value": num_samples},
