@@ -20,6 +20,16 @@ class Report:
         self.rows.append({"section": section, "key": key, "value": value})
 
 
+def human_size(n: int) -> str:
+    """1536 -> '1.5 KB' (binary units, the way ls -h counts)."""
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"  # pragma: no cover
+
+
 def describe(path: str | Path) -> Report:
     """Dispatch on what ``path`` is; raise InputError when it is nothing biotrove knows."""
     path = Path(path)
@@ -84,7 +94,7 @@ def describe_checkpoint(path: Path) -> Report:
     obj = safe_load(path)
     sd = extract_state_dict(obj, str(path))
     rep = Report("checkpoint", f"{path.name}: checkpoint")
-    rep.add("file", "size_mb", round(path.stat().st_size / 2**20, 1))
+    rep.add("file", "size", human_size(path.stat().st_size))
     n_params = sum(int(v.numel()) for v in sd.values())
     rep.add("weights", "tensors", len(sd))
     rep.add("weights", "parameters", n_params)
@@ -138,7 +148,7 @@ def describe_bundle(path: Path) -> Report:
     rep.add("model", "image_size", mc.get("vision_cfg", {}).get("image_size"))
     for f in sorted(path.iterdir()):
         if f.is_file():
-            rep.add("files", f.name, f"{f.stat().st_size / 2**20:.2f} MB")
+            rep.add("files", f.name, human_size(f.stat().st_size))
     if (path / BUNDLE_LABELS).is_file():
         from biotrove_cli.core.taxonomy.labelbank import LabelBank
 

@@ -14,6 +14,7 @@ import logging
 import os
 import pickle
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -84,8 +85,15 @@ def safe_load(path: str | Path, map_location: Any = "cpu") -> Any:
             f"{path}: the file is empty (0 bytes)",
             hint="the copy or download was interrupted; fetch it again",
         )
+    if not _starts_like_zip(path) and not _starts_like_pickle(path):
+        raise CheckpointCorruptError(
+            f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle)",
+            hint="pass a .pt training checkpoint, an exported folder, or an open_clip tag",
+        )
     try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
+        with torch.serialization.safe_globals(_numpy_safe_globals()), warnings.catch_warnings():
+            # torch warns about pickle protocols it may not support; the outcome is reported
+            warnings.simplefilter("ignore", UserWarning)
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
@@ -130,6 +138,15 @@ def safe_load(path: str | Path, map_location: Any = "cpu") -> Any:
             f"{path}: not a PyTorch checkpoint ({first})",
             hint="pass a .pt training checkpoint, an exported folder, or an open_clip tag",
         ) from exc
+
+
+def _starts_like_pickle(path: Path) -> bool:
+    """Legacy torch files and raw pickles start with the PROTO opcode (0x80)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(1) == b"\x80"
+    except OSError:
+        return False
 
 
 def _starts_like_zip(path: Path) -> bool:
