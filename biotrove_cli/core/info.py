@@ -42,7 +42,7 @@ def describe(path: str | Path) -> Report:
             from biotrove_cli.core.data.shards import describe_shard_folder
 
             return describe_shard_folder(path)
-        if (path / BUNDLE_CONFIG).is_file():
+        if (path / BUNDLE_CONFIG).is_file() or (path / "onnx_config.json").is_file():
             return describe_bundle(path)
         if (path / "checkpoints").is_dir() or (path / "config.yaml").is_file():
             from biotrove_cli.core.training.run import describe_run
@@ -129,8 +129,9 @@ def describe_bundle(path: Path) -> Report:
         BUNDLE_META,
     )
 
-    rep = Report("bundle", f"{path.name}: exported model")
-    cfg = json.loads((path / BUNDLE_CONFIG).read_text())
+    onnx = not (path / BUNDLE_CONFIG).is_file()
+    rep = Report("bundle", f"{path.name}: exported model ({'ONNX' if onnx else 'open_clip'})")
+    cfg = json.loads((path / ("onnx_config.json" if onnx else BUNDLE_CONFIG)).read_text())
     meta = json.loads((path / BUNDLE_META).read_text()) if (path / BUNDLE_META).is_file() else {}
     for key in (
         "arch",

@@ -679,6 +679,12 @@ def load_model(spec: str | Path, *, arch: str | None = None, device: str = "cpu"
             return load_bundle(path, spec_str, device)
         if _is_run_dir(path):
             return load_run_dir(path, spec_str, device, arch)
+        if path.is_dir() and (path / "onnx_config.json").is_file():
+            raise InputError(
+                f"{path}: an ONNX export, for runtimes without PyTorch",
+                hint="load its .onnx files with onnxruntime (see the README); biotrove commands "
+                "take the open_clip export (biotrove export --format open_clip)",
+            )
         if path.is_dir():
             raise InputError(
                 f"{path}: is neither an exported model folder nor a run folder",
