@@ -63,7 +63,16 @@ def root(
 
 def _register() -> None:
     # each module adds its command(s); none imports torch or open_clip at import time
-    from biotrove_cli.cli import completion, eval, export, info, presets, shard, train  # noqa: F401
+    from biotrove_cli.cli import (  # noqa: F401
+        classify,
+        completion,
+        eval,
+        export,
+        info,
+        presets,
+        shard,
+        train,
+    )
 
 
 _register()

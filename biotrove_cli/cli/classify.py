@@ -1,0 +1,228 @@
+"""``biotrove classify PATH...``: classify field photos, for people and pipelines."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from biotrove_cli.cli.app import app
+from biotrove_cli.cli.eval import PrecisionChoice, PrecisionOpt, default_workers
+from biotrove_cli.cli.options import (
+    ArchOpt,
+    BatchSizeOpt,
+    DeviceOpt,
+    FormatOpt,
+    LabelsOpt,
+    OutputOpt,
+    RankChoice,
+    WorkersOpt,
+)
+from biotrove_cli.output import console
+from biotrove_cli.output.render import Format
+
+LABELS = "Labels"
+
+
+@app.command("classify", rich_help_panel="Evaluate and use")
+def classify_cmd(
+    paths: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="PATH...",
+            help="Image files, folders, globs, or '-' to read paths from stdin (one per line).",
+            show_default=False,
+        ),
+    ],
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            "-m",
+            metavar="MODEL",
+            help="Checkpoint (.pt), exported folder, run folder, clip-o|clip-b|clip-m, "
+            "hf-hub:org/repo or ARCH:TAG.",
+        ),
+    ] = "clip-o",
+    labels: LabelsOpt = None,
+    within: Annotated[
+        str | None,
+        typer.Option(
+            "--within",
+            metavar="TAXON",
+            help="Only species under this taxon, any rank (e.g. Aves, Quercus).",
+            rich_help_panel=LABELS,
+        ),
+    ] = None,
+    checklist: Annotated[
+        str | None,
+        typer.Option(
+            "--checklist",
+            metavar="FILE",
+            help="Only the species a checklist names (a table or a .txt of binomials).",
+            rich_help_panel=LABELS,
+        ),
+    ] = None,
+    rank: Annotated[
+        RankChoice,
+        typer.Option(
+            "--rank",
+            case_sensitive=False,
+            help="Rank to predict; higher ranks sum their species' probabilities.",
+        ),
+    ] = RankChoice.species,
+    k: Annotated[int, typer.Option("-k", "--top-k", min=1, help="Predictions per image.")] = 5,
+    min_confidence: Annotated[
+        float | None,
+        typer.Option(
+            "--min-confidence",
+            metavar="P",
+            min=0.0,
+            max=1.0,
+            help="One row per image at the deepest rank (up to --rank) whose probability "
+            "reaches P: species when sure, else genus, family...",
+        ),
+    ] = None,
+    recursive: Annotated[
+        bool, typer.Option("--recursive", "-r", help="Descend into subfolders.")
+    ] = False,
+    text_type: Annotated[
+        str,
+        typer.Option(
+            "--text-type",
+            help="Class text type (taxon_com, taxon, sci, com...).",
+            rich_help_panel=LABELS,
+        ),
+    ] = "taxon_com",
+    templates: Annotated[
+        str,
+        typer.Option(
+            "--templates",
+            metavar="simple|openai|FILE",
+            help="Prompt templates.",
+            rich_help_panel=LABELS,
+        ),
+    ] = "simple",
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Encode class texts afresh.", rich_help_panel=LABELS)
+    ] = False,
+    arch: ArchOpt = None,
+    batch_size: BatchSizeOpt = 32,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = PrecisionChoice.auto,
+    workers: WorkersOpt = default_workers(),
+    format: FormatOpt = Format.auto,
+    output: OutputOpt = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="With -o FILE (csv/jsonl): skip images already in FILE and append the rest.",
+            rich_help_panel="Output",
+        ),
+    ] = False,
+    strict: Annotated[
+        bool,
+        typer.Option("--strict", help="Stop at the first unreadable image (exit 1)."),
+    ] = False,
+) -> None:
+    """Classify photos: top-k taxa per image with probabilities, streamed as they come.
+
+    Rows: path, rank, prediction (1..k), name, common name, lineage, score, error.
+    Unreadable files become error rows and a count on stderr, never a crash.
+
+    Examples:
+
+      biotrove classify photos/ -r --labels inat2021_categories.csv -o out.csv
+
+      biotrove classify 'card/*.JPG' -m model/ --rank genus -k 3
+
+      find card -name '*.jpg' | biotrove classify - -m model/ --format jsonl | jq .name
+
+      biotrove classify photos/ -m model/ --within Aves --min-confidence 0.8
+    """
+    from biotrove_cli.cli.options import resolve_device
+    from biotrove_cli.core.evaluation.classify import (
+        COLUMNS,
+        STREAM_FORMATS,
+        TABLE_COLUMNS,
+        ClassifyConfig,
+        prepare_classify,
+    )
+    from biotrove_cli.output import progress
+    from biotrove_cli.output.render import RecordSink, resolve_format
+
+    fmt = resolve_format(format, output)
+    to_file = output is not None and output != "-"
+    cfg = ClassifyConfig(
+        paths=list(paths),
+        model=model,
+        labels=str(labels) if labels else None,
+        within=within,
+        checklist=checklist,
+        rank=rank.to_rank(),
+        k=k,
+        min_confidence=min_confidence,
+        recursive=recursive,
+        batch_size=batch_size,
+        device=resolve_device(device),
+        precision=precision.value,
+        workers=workers,
+        text_type=text_type,
+        templates=templates,
+        use_cache=not no_cache,
+        output=output if to_file else None,
+        output_format=fmt.value,
+        resume=resume,
+        strict=strict,
+        arch=arch,
+    )
+    if resume and not to_file:
+        from biotrove_cli.core.errors import UsageError
+
+        raise UsageError("--resume needs -o FILE", hint="the file the interrupted run wrote")
+    job = prepare_classify(cfg, stdin=sys.stdin if "-" in paths else None)
+    s = job.summary
+    level, kind = ("label", "labels") if job.clf.is_custom else (cfg.rank.value, "species")
+    console.step(
+        f"classifying {len(job.files)} images at {level} level over {s.n_labels} {kind} "
+        f"({s.model.get('arch')}, {cfg.device}, {s.model.get('precision')}, class texts "
+        f"{'from the cache' if s.text_cached else 'encoded'})"
+    )
+    if s.n_skipped:
+        console.info(f"resuming: {s.n_skipped} images already in {output}")
+    sink = RecordSink(
+        fmt,
+        output,
+        columns=COLUMNS,
+        append=to_file and fmt.value in STREAM_FORMATS,
+        title=f"{level} predictions ({model})",
+        # the rank varies per image only with --min-confidence
+        table_columns=(
+            ("path", "rank", *TABLE_COLUMNS[1:]) if min_confidence is not None else TABLE_COLUMNS
+        ),
+    )
+    try:
+        with progress.progress("classify", total=len(job.files), unit="images") as cb, sink:
+            for records in job.run(cb):
+                sink.write_many(records)
+                sink.sync()
+            sink.document = {"summary": s.as_dict()}
+    except KeyboardInterrupt:
+        if to_file and fmt.value in STREAM_FORMATS:
+            console.warn(f"interrupted; rerun the same command with --resume to finish {output}")
+        raise
+    rate = f" ({s.images_per_s:.1f} images/s)" if s.images_per_s else ""
+    errors = ""
+    if s.n_errors:
+        errors = (
+            f"; {s.n_errors} unreadable ("
+            + ", ".join(f"{k} {v}" for k, v in sorted(s.errors.items()))
+            + ")"
+        )
+    console.info(
+        f"classified {s.n_classified} images in {s.seconds:.1f} s{rate}{errors}"
+        + (f"; {s.n_skipped} already done" if s.n_skipped else "")
+        + (f"; wrote {output}" if to_file else "")
+    )

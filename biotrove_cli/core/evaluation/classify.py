@@ -1,0 +1,562 @@
+"""``biotrove classify``: folders of field photos -> predictions, streamed as they arrive.
+
+Paths are files, folders (``--recursive``), globs or ``-`` (paths on stdin). Images are decoded
+in DataLoader workers (JPEG draft decoding near the model's input size, EXIF orientation applied)
+and encoded in batches; each batch's records are yielded at once so a caller can stream them.
+Scores are probabilities: species probabilities from the shared zero-shot classifier, rolled up
+into higher ranks by summing. ``--min-confidence P`` reports, per image, the deepest rank whose
+best rolled-up probability reaches P.
+
+Resume: with an output file, :func:`scan_output` repairs a torn last line, drops the last
+image's rows (they may be incomplete) and returns the paths already done, so a rerun appends
+each remaining image exactly once.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from biotrove_cli.core.data.images import IMAGE_SUFFIXES, is_image_path
+from biotrove_cli.core.errors import InputError, UsageError
+from biotrove_cli.core.evaluation.zeroshot import (
+    DEFAULT_TEMPLATES,
+    DEFAULT_TEXT_TYPE,
+    ImageEncoder,
+    Mode,
+    TextSettings,
+    ZeroShotClassifier,
+    build_classifier,
+)
+from biotrove_cli.core.taxonomy.labelbank import LabelBank
+from biotrove_cli.core.taxonomy.rank import RANKS, Rank
+
+log = logging.getLogger("biotrove")
+
+LINEAGE_COLUMNS = tuple(r.value for r in RANKS)
+COLUMNS = (
+    "path",
+    "rank",
+    "prediction",
+    "name",
+    "common_name",
+    *LINEAGE_COLUMNS,
+    "score",
+    "error",
+)
+TABLE_COLUMNS = ("path", "prediction", "name", "common_name", "score", "error")
+STREAM_FORMATS = ("csv", "jsonl")
+GLOB_CHARS = set("*?[")
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass
+class ClassifyConfig:
+    """Everything ``biotrove classify`` needs; the CLI builds it from flags."""
+
+    paths: list[str]
+    model: str = "clip-o"
+    labels: str | None = None
+    within: str | None = None
+    checklist: str | None = None
+    rank: Rank = Rank.SPECIES
+    k: int = 5
+    min_confidence: float | None = None
+    recursive: bool = False
+    batch_size: int = 32
+    device: str = "cpu"
+    precision: str = "auto"
+    workers: int = 1
+    text_type: str = DEFAULT_TEXT_TYPE
+    templates: str = DEFAULT_TEMPLATES
+    use_cache: bool = True
+    output: str | None = None
+    output_format: str = "csv"
+    resume: bool = False
+    strict: bool = False
+    arch: str | None = None
+
+
+# -- inputs -------------------------------------------------------------------------------------
+def _images_in(folder: Path, recursive: bool) -> list[Path]:
+    it = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in it if p.is_file() and is_image_path(p))
+
+
+def _folder_images(folder: Path, recursive: bool, shown: str) -> list[str]:
+    found = _images_in(folder, recursive)
+    if not found:
+        deeper = [] if recursive else _images_in(folder, True)
+        if deeper:
+            raise InputError(
+                f"{shown}: no images directly in this folder ({len(deeper)} in its subfolders)",
+                hint="add --recursive to classify the subfolders too",
+            )
+        raise InputError(
+            f"{shown}: no images in this folder",
+            hint=f"classify understands {', '.join(s.lstrip('.') for s in IMAGE_SUFFIXES)} "
+            "files (any case)",
+        )
+    base = shown.rstrip("/\\")
+    return [os.path.join(base, str(p.relative_to(folder))) for p in found]
+
+
+def expand_paths(
+    specs: Iterable[str], recursive: bool = False, stdin: Iterable[str] | None = None
+) -> list[str]:
+    """Files to classify, in order, without duplicates.
+
+    * a file is taken as it is (a non-image file becomes an error row later);
+    * a folder gives its image files (``recursive``: and its subfolders');
+    * a glob (``*``, ``?``, ``[``) gives its matching image files and folders;
+    * ``-`` reads one path per line from ``stdin``; missing ones become error rows, since a
+      pipeline's list can go stale.
+
+    Raises:
+        InputError: a path named on the command line does not exist, a folder holds no images,
+            a glob matches nothing.
+    """
+    out: list[str] = []
+    for spec in specs:
+        if spec == "-":
+            if stdin is None:
+                raise UsageError("'-' reads paths from stdin, but there is no stdin")
+            for line in stdin:
+                line = line.rstrip("\r\n")
+                if not line.strip():
+                    continue
+                p = Path(line)
+                out.extend(_folder_images(p, recursive, line) if p.is_dir() else [line])
+            continue
+        p = Path(spec).expanduser()
+        if p.is_dir():
+            out.extend(_folder_images(p, recursive, spec))
+        elif p.exists():
+            out.append(spec)
+        elif GLOB_CHARS & set(spec):
+            matches = sorted(glob.glob(spec, recursive=recursive or "**" in spec))
+            files: list[str] = []
+            for m in matches:
+                if os.path.isdir(m):
+                    files.extend(_folder_images(Path(m), recursive, m))
+                elif is_image_path(m):
+                    files.append(m)
+            if not files:
+                raise InputError(
+                    f"{spec}: no image file matches this pattern",
+                    hint="check the pattern (quote it so the shell does not expand it)",
+                )
+            out.extend(files)
+        else:
+            raise InputError(f"{spec}: no such file or folder", hint="check the path")
+    seen: set[str] = set()
+    unique = []
+    for f in out:
+        if f not in seen:
+            seen.add(f)
+            unique.append(f)
+    if not unique:
+        raise InputError("no images to classify", hint="pass files, folders, globs or '-'")
+    return unique
+
+
+# -- resume -------------------------------------------------------------------------------------
+def scan_output(path: str | Path, fmt: str) -> set[str]:
+    """Repair an earlier run's output file and return the image paths it already holds.
+
+    A torn last line (no newline) is cut off, and so are all rows of the last image in the
+    file, which an interruption may have left incomplete: that image is classified again.
+
+    Raises:
+        InputError: the file is not an output of ``classify`` in this format.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return set()
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1  # drop a torn last line
+    lines: list[tuple[int, bytes]] = []
+    pos = 0
+    while pos < end:
+        nl = data.index(b"\n", pos)
+        lines.append((pos, data[pos:nl]))
+        pos = nl + 1
+    rows: list[tuple[int, str]] = []  # (byte offset, image path)
+    body = lines
+    if fmt == "csv":
+        if not lines:
+            _truncate(path, 0, len(data))
+            return set()
+        header = next(csv.reader([lines[0][1].decode("utf-8", "replace")]))
+        if "path" not in header:
+            raise InputError(
+                f"{path}: not a classify CSV (no 'path' column), cannot resume into it",
+                hint="pick another -o file, or drop --resume to replace it",
+            )
+        if tuple(header) != COLUMNS:
+            raise InputError(
+                f"{path}: its columns differ from this version's ({', '.join(header)})",
+                hint="drop --resume to replace the file, or write to a new one",
+            )
+        body = lines[1:]
+        for offset, raw in body:
+            fields = next(csv.reader([raw.decode("utf-8", "replace")]), [])
+            if not fields:
+                continue
+            rows.append((offset, fields[0]))
+    elif fmt == "jsonl":
+        for i, (offset, raw) in enumerate(body):
+            if not raw.strip():
+                continue
+            try:
+                rec = json.loads(raw)
+            except ValueError as exc:
+                raise InputError(
+                    f"{path}: line {i + 1} is not JSON ({exc}), cannot resume into it",
+                    hint="remove the bad line, or drop --resume to replace the file",
+                ) from None
+            if not isinstance(rec, dict) or "path" not in rec:
+                raise InputError(
+                    f"{path}: line {i + 1} is not a classify record (no 'path')",
+                    hint="pick another -o file, or drop --resume to replace it",
+                )
+            rows.append((offset, str(rec["path"])))
+    else:
+        raise UsageError(f"--resume works with csv and jsonl output, not {fmt}")
+    cut = end
+    if rows:
+        last = rows[-1][1]
+        i = len(rows) - 1
+        while i > 0 and rows[i - 1][1] == last:
+            i -= 1
+        cut = rows[i][0]
+        rows = rows[:i]
+    _truncate(path, cut, len(data))
+    return {p for _, p in rows}
+
+
+def _truncate(path: Path, size: int, old: int) -> None:
+    if size == old:
+        return
+    with open(path, "r+b") as fh:
+        fh.truncate(size)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+# -- labels -------------------------------------------------------------------------------------
+def choose_bank(cfg: ClassifyConfig, model_bank: LabelBank | None, given: LabelBank | None):
+    """(bank to classify into, the full bank its embeddings come from)."""
+    bank = given if given is not None else model_bank
+    if bank is None:
+        raise UsageError(
+            f"{cfg.model}: the model carries no label bank, so there is nothing to choose from",
+            hint="pass --labels FILE (a metadata table such as the iNat2021 categories, or a "
+            ".txt list of names)",
+        )
+    full = bank
+    if bank.is_custom:
+        for flag, value in (("--within", cfg.within), ("--checklist", cfg.checklist)):
+            if value:
+                raise UsageError(
+                    f"{flag} needs a label bank with lineage; custom labels have none",
+                    hint="use a metadata table for --labels",
+                )
+        return bank, full
+    if cfg.within:
+        bank = bank.within(cfg.within)
+    if cfg.checklist:
+        bank = bank.restrict(LabelBank.load(cfg.checklist))
+    return bank, full
+
+
+# -- the job --------------------------------------------------------------------------------------
+class FileDataset:
+    """Map-style dataset: file path -> (preprocessed image | None, reason)."""
+
+    def __init__(self, files: list[str], preprocess: Any, draft: int):
+        self.files = files
+        self.preprocess = preprocess
+        self.draft = draft
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        from biotrove_cli.core.evaluation.engine import load_file
+
+        image, reason = load_file((self.files[i],), self.preprocess, self.draft)
+        return {"key": self.files[i], "image": image, "error": reason, "taxon": None}
+
+
+@dataclass
+class ClassifySummary:
+    n_inputs: int = 0
+    n_skipped: int = 0  # already in the output (--resume)
+    n_classified: int = 0
+    n_errors: int = 0
+    errors: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+    labels: str = ""
+    n_labels: int = 0
+    text_cached: bool = False
+    model: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def images_per_s(self) -> float | None:
+        n = self.n_classified + self.n_errors
+        return n / self.seconds if self.seconds > 0 else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "n_inputs": self.n_inputs,
+            "n_skipped": self.n_skipped,
+            "n_classified": self.n_classified,
+            "n_errors": self.n_errors,
+            "errors": dict(self.errors),
+            "seconds": round(self.seconds, 3),
+            "images_per_s": round(self.images_per_s, 2) if self.images_per_s else None,
+            "labels": self.labels,
+            "n_labels": self.n_labels,
+            "text_cached": self.text_cached,
+            "model": self.model,
+        }
+
+
+class ClassifyJob:
+    """A prepared classification: inputs expanded, model and class embeddings loaded."""
+
+    def __init__(
+        self,
+        cfg: ClassifyConfig,
+        files: list[str],
+        loaded: Any,
+        clf: ZeroShotClassifier,
+        encoder: ImageEncoder,
+        summary: ClassifySummary,
+    ):
+        self.cfg = cfg
+        self.files = files
+        self.loaded = loaded
+        self.clf = clf
+        self.encoder = encoder
+        self.summary = summary
+        self.bank = clf.bank
+
+    # rows ---------------------------------------------------------------------------------
+    def _row(self, path: str, rank: Rank | None, pred: int | None, cls: int, score: float):
+        row: dict[str, Any] = {"path": path, "rank": "", "prediction": pred, "name": ""}
+        row["common_name"] = ""
+        for col in LINEAGE_COLUMNS:
+            row[col] = ""
+        if rank is None:  # custom labels
+            row["rank"] = "label"
+            row["name"] = self.bank.custom_labels[cls]
+        else:
+            rc = self.bank.classes(rank)
+            rep = rc.taxa[cls]
+            row["rank"] = rank.value
+            row["name"] = rc.names[cls]
+            for r in RANKS[: rank.index + 1]:
+                row[r.value] = rep.name_at(r)
+            if rank is Rank.SPECIES:
+                row["common_name"] = rep.common_name
+        row["score"] = round(float(score), 6)
+        row["error"] = ""
+        return row
+
+    def _error_row(self, path: str, reason: str) -> dict[str, Any]:
+        row: dict[str, Any] = {c: "" for c in COLUMNS}
+        row.update({"path": path, "rank": self.cfg.rank.value, "prediction": None, "score": None})
+        row["error"] = reason
+        return row
+
+    def _predict(self, feats: Any, paths: list[str]) -> list[list[dict[str, Any]]]:
+        """Rows per image for a batch of features."""
+        cfg = self.cfg
+        clf = self.clf
+        sp = clf.species_probs(feats)
+        out: list[list[dict[str, Any]]] = [[] for _ in paths]
+        if clf.is_custom:
+            k = min(cfg.k, sp.shape[1])
+            vals, idx = (t.cpu().tolist() for t in sp.topk(k, dim=1))
+            for i, path in enumerate(paths):
+                out[i] = [self._row(path, None, j + 1, idx[i][j], vals[i][j]) for j in range(k)]
+            return out
+        if cfg.min_confidence is not None:
+            ranks = [r for r in reversed(RANKS) if r <= cfg.rank]
+            best = {}
+            for r in ranks:
+                v, ix = clf.rollup(sp, r).max(dim=1)
+                best[r] = (v.cpu().tolist(), ix.cpu().tolist())
+            for i, path in enumerate(paths):
+                for r in ranks:
+                    v, ix = best[r][0][i], best[r][1][i]
+                    if v >= cfg.min_confidence:
+                        out[i] = [self._row(path, r, 1, ix, v)]
+                        break
+                else:
+                    row = self._error_row(path, "")
+                    row["rank"] = "none"
+                    row["score"] = round(best[Rank.KINGDOM][0][i], 6)
+                    out[i] = [row]
+            return out
+        probs = clf.rollup(sp, cfg.rank)
+        k = min(cfg.k, probs.shape[1])
+        vals, idx = (t.cpu().tolist() for t in probs.topk(k, dim=1))
+        for i, path in enumerate(paths):
+            out[i] = [self._row(path, cfg.rank, j + 1, idx[i][j], vals[i][j]) for j in range(k)]
+        return out
+
+    def run(self, progress: ProgressFn | None = None) -> Iterator[list[dict[str, Any]]]:
+        """Classify every file; yields each batch's records, in input order."""
+        from torch.utils.data import DataLoader
+
+        from biotrove_cli.core.evaluation.engine import collate
+
+        cfg = self.cfg
+        if cfg.output and not cfg.resume and cfg.output_format in STREAM_FORMATS:
+            # the new run replaces the file; it is written in place so that an interrupted run
+            # can be resumed with --resume
+            out = Path(cfg.output)
+            if out.is_file():
+                out.unlink()
+        total = len(self.files)
+        if progress is not None:
+            progress(0, total)
+        if not self.files:
+            return
+        loader = DataLoader(
+            FileDataset(self.files, self.loaded.preprocess, self.loaded.image_size),
+            batch_size=cfg.batch_size,
+            num_workers=cfg.workers,
+            collate_fn=collate,
+            pin_memory=self.encoder.cuda,
+            **({"prefetch_factor": 4} if cfg.workers > 0 else {}),
+        )
+        t0 = time.perf_counter()
+        done = 0
+        try:
+            for batch in loader:
+                rows = (
+                    self._predict(self.encoder(batch["images"]), batch["keys"])
+                    if (batch["images"] is not None)
+                    else []
+                )
+                records: list[dict[str, Any]] = []
+                ok_i = bad_i = 0
+                for is_ok in batch["ok_flags"]:
+                    if is_ok:
+                        records.extend(rows[ok_i])
+                        ok_i += 1
+                        self.summary.n_classified += 1
+                        continue
+                    path, reason = batch["bad"][bad_i]
+                    bad_i += 1
+                    if cfg.strict:
+                        yield records
+                        raise InputError(
+                            f"{path}: unreadable image ({reason})",
+                            hint="fix or remove the file, or drop --strict to report bad files "
+                            "as error rows and go on",
+                        )
+                    log.warning("%s: skipped, %s", path, _REASONS.get(reason, reason))
+                    self.summary.n_errors += 1
+                    self.summary.errors[reason] += 1
+                    records.append(self._error_row(path, reason))
+                done += batch["n"]
+                self.summary.seconds = time.perf_counter() - t0
+                yield records
+                if progress is not None:
+                    progress(done, total)
+        finally:
+            self.summary.seconds = time.perf_counter() - t0
+
+
+_REASONS = {
+    "missing": "no such file",
+    "empty": "the file is empty",
+    "not_image": "not an image",
+    "truncated": "truncated image",
+    "corrupt": "corrupt image",
+    "too_large": "image too large",
+}
+
+
+def prepare_classify(cfg: ClassifyConfig, stdin: Iterable[str] | None = None) -> ClassifyJob:
+    """Expand the inputs, read what a resumed output holds, load labels, model and class texts.
+
+    Cheap checks come first (paths, labels, flags) so a typo fails before the model loads.
+    """
+    if cfg.k < 1:
+        raise UsageError(f"-k must be at least 1, got {cfg.k}")
+    if cfg.min_confidence is not None and not 0.0 < cfg.min_confidence <= 1.0:
+        raise UsageError(
+            f"--min-confidence must be in (0, 1], got {cfg.min_confidence}",
+            hint="a probability, e.g. 0.8",
+        )
+    if cfg.resume:
+        if not cfg.output or cfg.output == "-":
+            raise UsageError("--resume needs -o FILE", hint="the file the first run wrote")
+        if cfg.output_format not in STREAM_FORMATS:
+            raise UsageError(
+                f"--resume appends to csv or jsonl files, not {cfg.output_format}",
+                hint="write -o FILE.csv or FILE.jsonl",
+            )
+    text = TextSettings.from_spec(cfg.text_type, cfg.templates)
+    files = expand_paths(cfg.paths, cfg.recursive, stdin)
+    summary = ClassifySummary(n_inputs=len(files))
+    if cfg.resume:
+        done = scan_output(cfg.output, cfg.output_format)  # type: ignore[arg-type]
+        if done:
+            done_abs = {os.path.abspath(p) for p in done}
+            left = [f for f in files if f not in done and os.path.abspath(f) not in done_abs]
+            summary.n_skipped = len(files) - len(left)
+            files = left
+    given = LabelBank.load(cfg.labels) if cfg.labels else None
+    if given is not None and given.is_custom:
+        if cfg.rank is not Rank.SPECIES:
+            raise UsageError(
+                f"--rank {cfg.rank.value}: custom labels have no ranks",
+                hint="leave --rank out, or use a label table with lineage",
+            )
+        if cfg.min_confidence is not None:
+            raise UsageError(
+                "--min-confidence climbs the taxonomy; custom labels have none",
+                hint="use a label table with lineage columns",
+            )
+    from biotrove_cli.core.models.load import load_model
+
+    loaded = load_model(cfg.model, arch=cfg.arch, device=cfg.device)
+    bank, full = choose_bank(cfg, loaded.labels, given)
+    if bank.is_custom and cfg.min_confidence is not None:
+        raise UsageError("--min-confidence needs a label bank with lineage")
+    if not bank.is_custom and len(bank.classes(cfg.rank)) == 0:
+        raise InputError(
+            f"the label bank names no {cfg.rank.value}",
+            hint="pick another --rank, or labels with that rank filled",
+        )
+    clf = build_classifier(
+        loaded,
+        bank,
+        ranks=[cfg.rank],
+        modes=[Mode.ROLLUP],
+        text=text,
+        use_cache=cfg.use_cache,
+        embed_bank=full if full is not bank else None,
+    )
+    summary.labels = bank.source
+    summary.n_labels = len(bank)
+    summary.text_cached = bool(clf.cache.get("species"))
+    encoder = ImageEncoder(loaded, cfg.precision)
+    summary.model = {**loaded.describe(), "precision": encoder.precision}
+    return ClassifyJob(cfg, files, loaded, clf, encoder, summary)
