@@ -477,6 +477,57 @@ def test_interrupt_and_kill9_then_resume_gives_exact_sample_set(arb, cli, tmp_pa
         assert sum(read_sizes(out / split).values()) == len(got[split])
 
 
+def _writer_children(pid: int) -> list[int]:
+    """Pids of the spawn()ed writer processes of ``pid`` (not multiprocessing's tracker)."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    if not path.exists():
+        pytest.skip("needs Linux /proc")
+    kids = []
+    for child in path.read_text().split():
+        try:
+            cmd = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmd and b"resource_tracker" not in cmd:
+            kids.append(int(child))
+    return kids
+
+
+@pytest.mark.slow
+def test_a_dead_writer_process_fails_clearly_and_resumes(arb, cli, tmp_path):
+    out = tmp_path / "dead"
+    args = [arb["metadata"], "--images", arb["images"], "--out", out, "--samples-per-shard", "8",
+            "--image-size", "32", "--resize-mode", "keep"]  # fmt: skip
+    proc = _spawn_shard([*args, "--workers", "2"])
+    _wait_for_stats(out, proc, 2)
+    kids = _writer_children(proc.pid)
+    assert kids
+    os.kill(kids[0], signal.SIGKILL)  # e.g. the OOM killer
+    _, err = proc.communicate(timeout=120)  # must not hang on the lost unit
+    assert proc.returncode == 1, err
+    assert "a writer process died" in err and "run the same command again" in err
+    code, _, stderr = cli("shard", *args, "--workers", "0")
+    assert code == 0, stderr
+    assert sum(len(v) for v in key_sets(out).values()) == 872
+
+
+def test_tar_writer_matches_tarfile_byte_for_byte():
+    import tarfile
+
+    members = [("k.jpg", b"abc"), ("k.taxonTag_com.txt", b"x" * 700), ("n" * 120 + ".txt", b"q")]
+    ours = io.BytesIO()
+    tar = writer.TarOut(ours)
+    tar.add_many(members)
+    tar.close()
+    ref = io.BytesIO()
+    with tarfile.open(fileobj=ref, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            tf.addfile(info, io.BytesIO(data))
+    assert ours.getvalue() == ref.getvalue()
+
+
 # -- several machines -------------------------------------------------------------------------
 def test_parts_then_finalize_equal_a_single_run(small_world, cli, tmp_path):
     base = [small_world["metadata"], "--images", small_world["images"], "--val-fraction", "0.25",

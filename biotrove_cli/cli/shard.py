@@ -225,8 +225,7 @@ def shard_cmd(
 ) -> None:
     """Write WebDataset shards (train/val/unseen) with taxonomic captions from metadata + images.
 
-    Resumable (rerun after any interruption), parallel (--workers) and splittable across
-    machines (--part K/N, then --finalize). Bad images are counted by reason, not fatal.
+    Rerun the same command after any interruption: it resumes. Bad images are counted, not fatal.
     """
     from biotrove_cli.core.data import writer
     from biotrove_cli.core.errors import UsageError
@@ -338,23 +337,18 @@ def _report(result) -> None:
 def _emit(result, format: Format, output: str | None) -> None:
     from biotrove_cli.output.render import emit
 
+    records = result.records()
+    columns = ["split", "shards", "pending", "species", "planned", "written", "failed",
+               "failures", "converted", "mb"]  # fmt: skip
+    # on screen, leave out what says nothing here (machine formats keep every column)
+    shown = [c for c in columns if c in ("split", "failed") or any(r.get(c) for r in records)]
     emit(
-        result.records(),
+        records,
         format,
         output,
         title=f"biotrove shard: {result.out}",
-        columns=[
-            "split",
-            "shards",
-            "pending",
-            "species",
-            "planned",
-            "written",
-            "failed",
-            "failures",
-            "converted",
-            "mb",
-        ],
+        columns=columns,
+        table_columns=shown,
         document={
             "out": str(result.out),
             "fingerprint": result.fingerprint,

@@ -65,8 +65,19 @@ RESIZE_MODES = ("keep_ratio_largest", "center_crop", "keep", "none")
 LOCAL_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 FILE_MODE = 0o644  # shards are shared datasets (the temp files of atomic writes are 0600)
 MAX_FAILED_LISTED = 50  # failed samples named per stats file
+
+
 # files that may sit in an output folder before its plan exists (e.g. a download log)
-_ALLOWED_BEFORE_PLAN = {"downloads.jsonl"}
+def _may_precede_plan(name: str) -> bool:
+    """Entries an output folder may hold before its plan.json is read: download logs, temp
+    files of a killed writer, and the split folders of a --part run that started a moment
+    earlier (their shards carry the plan fingerprint, so a stranger's are redone, not kept)."""
+    return (
+        name.startswith("downloads")
+        or (name.startswith(".") and name.endswith(".tmp"))
+        or name in SPLITS
+    )
+
 
 ProgressFn = Callable[[int, int], None]
 PhaseFn = Callable[[str, int], None]
@@ -204,7 +215,7 @@ def parse_captions(text: str) -> list[str]:
 
 # -- keys -------------------------------------------------------------------------------------
 _KEY_BAD = re.compile(r"[^A-Za-z0-9_-]+")
-MAX_KEY = 120
+MAX_KEY = 80  # + the longest suffix (.taxonTag_com.txt) fits a 100-byte tar name
 
 
 def sanitize_key(text: str) -> str:
@@ -637,16 +648,72 @@ class StrictStop(Exception):
     """``--strict``: a bad sample ends the job (carried back from a worker as data)."""
 
 
-def _tar_member(tf: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mtime = 0  # byte-identical shards from identical inputs
-    info.mode = 0o644
-    tf.addfile(info, io.BytesIO(data))
+class TarOut:
+    """A minimal streaming tar writer: regular files only, fixed metadata (mode 0644, uid 0,
+    mtime 0), so identical inputs give byte-identical shards.
+
+    Much faster than :mod:`tarfile` (which copies a TarInfo and builds a PAX header per member,
+    and dominates a pass-through job); names longer than 100 bytes fall back to tarfile's PAX
+    headers, so any name stays valid.
+    """
+
+    _TEMPLATE = tarfile.TarInfo("x").tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict")
+    _MODE_IDS = b"0000644\0" + _TEMPLATE[108:124]  # mode, uid, gid
+    _MTIME = b"00000000000\0"
+    _TAIL = _TEMPLATE[156:512]  # type, link name, magic, owner names, devices, prefix
+    # the checksum counts its own field as spaces, plus everything but the name and size
+    _BASE_SUM = sum(_MODE_IDS) + sum(_MTIME) + 8 * 32 + sum(_TAIL)
+
+    def __init__(self, fh: Any):
+        self.fh = fh
+        self.offset = 0
+
+    @staticmethod
+    def header(name: str, size: int) -> bytes:
+        raw = name.encode("utf-8")
+        if len(raw) > 100 or size >= 8**11:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = size, 0, 0o644
+            return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+        size_field = b"%011o\0" % size
+        chksum = TarOut._BASE_SUM + sum(raw) + sum(size_field)
+        return b"".join(
+            (
+                raw.ljust(100, b"\0"),
+                TarOut._MODE_IDS,
+                size_field,
+                TarOut._MTIME,
+                b"%06o\0 " % chksum,
+                TarOut._TAIL,
+            )
+        )
+
+    def add(self, name: str, data: bytes) -> None:
+        self.add_many([(name, data)])
+
+    def add_many(self, members: list[tuple[str, bytes]]) -> None:
+        """Append members with one write (a sample's files stay together)."""
+        chunks = []
+        for name, data in members:
+            chunks.append(self.header(name, len(data)))
+            chunks.append(data)
+            pad = -len(data) % tarfile.BLOCKSIZE
+            if pad:
+                chunks.append(b"\0" * pad)
+        block = b"".join(chunks)
+        self.fh.write(block)
+        self.offset += len(block)
+
+    def close(self) -> None:
+        end = self.offset + 2 * tarfile.BLOCKSIZE
+        self.fh.write(b"\0" * (_closed_size(self.offset) - self.offset))
+        self.offset = end
 
 
-def _member_bytes(sizes: list[int]) -> int:
-    return sum(512 + -(-n // 512) * 512 for n in sizes)
+def _member_bytes(members: list[tuple[str, bytes]]) -> int:
+    return sum(
+        len(TarOut.header(name, len(data))) + -(-len(data) // 512) * 512 for name, data in members
+    )
 
 
 def _closed_size(offset: int) -> int:
@@ -682,6 +749,7 @@ def write_unit(
     raises :class:`StrictStop` before anything of the unit is published.
     """
     from biotrove_cli.core.data.images import ImageError, read_bytes
+    from biotrove_cli.core.data.shards import stats_name
     from biotrove_cli.core.io import atomic_open
     from biotrove_cli.core.taxonomy.captions import build_caption
 
@@ -691,11 +759,29 @@ def write_unit(
         with contextlib.suppress(OSError):
             p.unlink()
     started = time.monotonic()
+    host = socket.gethostname()
+    # what only depends on the taxon is made once per taxon: captions and the lineage fields
+    per_taxon: dict[Taxon, tuple[list[tuple[str, bytes]], dict[str, Any]]] = {}
+
+    def taxon_parts(t: Taxon) -> tuple[list[tuple[str, bytes]], dict[str, Any]]:
+        got = per_taxon.get(t)
+        if got is None:
+            texts = [("txt", build_caption(t, st.caption).encode())]
+            texts += [(f"{c}.txt", build_caption(t, c).encode()) for c in st.captions]
+            fields = {
+                "species_key": t.species_key,
+                "scientific_name": t.scientific_name,
+                "common_name": t.common_name,
+                "epithet": t.epithet,
+                "lineage": t.lineage_dict(),
+            }
+            got = per_taxon[t] = (texts, fields)
+        return got
+
     parts: list[dict[str, Any]] = []
-    pending = list(unit.samples)
+    samples = unit.samples
     pos = 0
     part = 0
-    host = socket.gethostname()
     while True:
         name = shard_name(unit.index, part)
         count = 0
@@ -707,79 +793,64 @@ def write_unit(
         t0 = time.monotonic()
         with atomic_open(split_dir / name, "wb") as fh:
             os.fchmod(fh.fileno(), FILE_MODE)
-            with tarfile.open(fileobj=fh, mode="w", format=tarfile.PAX_FORMAT) as tf:
-                while pos < len(pending):
-                    if not _parent_alive(parent_pid):
-                        raise SystemExit(1)  # orphaned by a killed parent: publish nothing
-                    s = pending[pos]
-                    try:
-                        if not s.source:
-                            raise ImageError("missing", s.path or s.photo_id or s.url)
-                        data = read_bytes(s.source)
-                        jpg, orig, stored, note = process_image(
-                            data, s.source, st.resize_mode, st.image_size, st.jpeg_quality
-                        )
-                    except (ImageError, _ImageFail) as exc:
-                        if st.strict:
-                            raise StrictStop(
-                                json.dumps(
-                                    {
-                                        "key": s.key,
-                                        "source": s.source or s.path or s.url or s.photo_id,
-                                        "reason": exc.reason,
-                                        "detail": exc.detail,
-                                        "shard": f"{unit.split}/{name}",
-                                    }
-                                )
-                            ) from exc
-                        failures[exc.reason] += 1
-                        if len(failed) < MAX_FAILED_LISTED:
-                            failed.append(
-                                {
-                                    "key": s.key,
-                                    "source": s.source or s.path or s.url,
-                                    "reason": exc.reason,
-                                    "detail": exc.detail,
-                                }
-                            )
-                        pos += 1
-                        if tick is not None:
-                            tick(1)
-                        continue
-                    t = s.taxon
-                    meta = {
+            tar = TarOut(fh)
+            while pos < len(samples):
+                if not _parent_alive(parent_pid):
+                    raise SystemExit(1)  # orphaned by a killed parent: publish nothing
+                s = samples[pos]
+                try:
+                    if not s.source:
+                        raise ImageError("missing", s.path or s.photo_id or s.url)
+                    jpg, orig, stored, note = process_image(
+                        read_bytes(s.source), s.source, st.resize_mode, st.image_size,
+                        st.jpeg_quality,
+                    )  # fmt: skip
+                except (ImageError, _ImageFail) as exc:
+                    bad = {
                         "key": s.key,
-                        "photo_id": s.photo_id,
-                        "species_key": t.species_key,
-                        "scientific_name": t.scientific_name,
-                        "common_name": t.common_name,
-                        "epithet": t.epithet,
-                        "lineage": t.lineage_dict(),
-                        "split": unit.split,
-                        "source": _source_label(s, st),
-                        "url": s.url,
-                        "original_size": list(orig),
-                        "size": list(stored),
+                        "source": s.source or s.path or s.url or s.photo_id,
+                        "reason": exc.reason,
+                        "detail": exc.detail,
                     }
-                    members = [(f"{s.key}.jpg", jpg)]
-                    members.append((f"{s.key}.txt", build_caption(t, st.caption).encode()))
-                    for ctype in st.captions:
-                        members.append((f"{s.key}.{ctype}.txt", build_caption(t, ctype).encode()))
-                    members.append((f"{s.key}.json", json.dumps(meta, ensure_ascii=False).encode()))
-                    if st.max_shard_bytes and count:
-                        grown = tf.offset + _member_bytes([len(m[1]) for m in members])
-                        if _closed_size(grown) > st.max_shard_bytes:
-                            more = True
-                            break
-                    for mname, mdata in members:
-                        _tar_member(tf, mname, mdata)
-                    count += 1
-                    species[t.species_key] += 1
-                    if note:
-                        converted[note] += 1
+                    if st.strict:
+                        raise StrictStop(
+                            json.dumps({**bad, "shard": f"{unit.split}/{name}"})
+                        ) from exc
+                    failures[exc.reason] += 1
+                    if len(failed) < MAX_FAILED_LISTED:
+                        failed.append(bad)
                     pos += 1
                     if tick is not None:
                         tick(1)
+                    continue
+                texts, fields = taxon_parts(s.taxon)
+                meta = {
+                    "key": s.key,
+                    "photo_id": s.photo_id,
+                    **fields,
+                    "split": unit.split,
+                    "source": s.source,
+                    "url": s.url,
+                    "original_size": list(orig),
+                    "size": list(stored),
+                }
+                members = [(f"{s.key}.jpg", jpg)]
+                members += [(f"{s.key}.{suffix}", text) for suffix, text in texts]
+                members.append((f"{s.key}.json", json.dumps(meta, ensure_ascii=False).encode()))
+                if st.max_shard_bytes and count:
+                    grown = tar.offset + _member_bytes(members)
+                    if _closed_size(grown) > st.max_shard_bytes:
+                        more = True  # this sample opens the next overflow tar
+                        break
+                tar.add_many(members)
+                count += 1
+                species[fields["species_key"]] += 1
+                if note:
+                    converted[note] += 1
+                pos += 1
+                if tick is not None:
+                    tick(1)
+            tar.close()
         final = not more
         stats = {
             "shard": name,
@@ -800,21 +871,15 @@ def write_unit(
             "writer": {"part": st.part_label, "host": host, "pid": os.getpid()},
         }
         if final:
-            stats["planned"] = len(unit.samples)
+            stats["planned"] = len(samples)
             stats["parts"] = part + 1
             stats["unit_seconds"] = round(time.monotonic() - started, 4)
-        from biotrove_cli.core.data.shards import stats_name
-
         _write_json(split_dir / stats_name(name), stats)
         parts.append(stats)
         if final:
             break
         part += 1
     return combine_unit_stats(parts)
-
-
-def _source_label(s: Sample, st: WriteSettings) -> str:
-    return s.source or s.url or s.path
 
 
 def combine_unit_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -955,7 +1020,9 @@ def prepare_output(out: Path, plan: Plan) -> bool:
             )
         return True
     if out.is_dir():
-        foreign = [p.name for p in out.iterdir() if p.name not in _ALLOWED_BEFORE_PLAN]
+        foreign = [p.name for p in out.iterdir() if not _may_precede_plan(p.name)]
+        if PLAN in foreign:  # another --part wrote it a moment ago
+            return prepare_output(out, plan)
         if foreign:
             raise OutputExistsError(
                 f"--out {out}: the folder is not empty and holds no biotrove plan "
@@ -1028,7 +1095,7 @@ class IncompleteError(BiotroveError):
     """Finalize was asked for while some planned shards are not written."""
 
 
-def finalize(out: Path, started: float | None = None, run: dict | None = None) -> dict[str, Any]:
+def finalize(out: Path, run: dict | None = None) -> dict[str, Any]:
     """Write ``sizes.json`` per split, ``taxonomy.parquet`` and ``manifest.json``.
 
     Returns the manifest.
@@ -1214,39 +1281,52 @@ def _write_all(
         return results
 
     import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context("spawn")  # no fork: safe beside threads (progress bar, downloads)
     counter = ctx.Value("q", 0)
-    pool = ctx.Pool(
-        processes=min(workers, len(todo)),
+    pool = ProcessPoolExecutor(
+        max_workers=min(workers, len(todo)),
+        mp_context=ctx,
         initializer=_worker_init,
         initargs=(settings, counter, os.getpid()),
     )
     try:
-        pending = [pool.apply_async(_worker_run, (u,)) for u in todo]
+        pending = {pool.submit(_worker_run, u) for u in todo}
         while pending:
-            still = []
-            for r in pending:
-                if r.ready():
-                    res = r.get()
-                    if "strict" in res:
-                        pool.terminate()
-                        _raise_strict(res["strict"])
-                    results.append(res["ok"])
-                else:
-                    still.append(r)
-            pending = still
+            finished, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                res = fut.result()
+                if "strict" in res:
+                    _raise_strict(res["strict"])
+                results.append(res["ok"])
             if progress is not None:
                 progress(int(counter.value), total)
-            if pending:
-                pending[0].wait(0.1)
-        pool.close()
+    except BrokenProcessPool as exc:
+        _stop(pool)
+        raise BiotroveError(
+            "a writer process died (killed, or out of memory); complete shards are kept",
+            hint="run the same command again to resume; use fewer --workers if memory is short",
+        ) from exc
     except BaseException:
-        pool.terminate()
+        _stop(pool)
         raise
-    finally:
-        pool.join()
+    pool.shutdown(wait=True)
     return results
+
+
+def _stop(pool: Any) -> None:
+    """End a process pool now: queued units are dropped, running writers terminated (their
+    unpublished temp files are removed when the unit is redone)."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            proc.terminate()
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            proc.join(5)
 
 
 def _raise_strict(payload: str) -> None:
@@ -1327,51 +1407,11 @@ def shard_dataset(
     found = resolve_sources(samples, images)
     download_summary = None
     if cfg.download:
-        from biotrove_cli import __version__
-        from biotrove_cli.core.data.download import (
-            STATUS_FILE,
-            DownloadJob,
-            dest_name,
-            download_all,
-        )
-
-        jobs = []
-        for s in samples:
-            if s.source or not s.url:
-                continue
-            rel = s.path if s.path and not Path(s.path).is_absolute() else dest_name(s.url, s.key)
-            jobs.append(DownloadJob(url=s.url, dest=images / rel))
-        if jobs:
-            images.mkdir(parents=True, exist_ok=True)
-            if phase is not None:
-                phase("download", len(jobs))
-            try:
-                dsum = download_all(
-                    jobs,
-                    out / STATUS_FILE,
-                    workers=cfg.download_workers,
-                    timeout=cfg.download_timeout,
-                    retries=cfg.download_retries,
-                    progress=progress,
-                    user_agent=f"biotrove/{__version__}",
-                )
-            except KeyboardInterrupt:
-                raise _interrupted(out, done_before, plan) from None
-            download_summary = dsum.as_dict()
-            log.info(
-                f"download: {dsum.downloaded} fetched, {dsum.cached} already here, "
-                f"{dsum.failed} failed, {dsum.skipped} skipped (failed for good earlier)"
-            )
-            for s in samples:  # downloaded files are found under their destination
-                if not s.source and s.url:
-                    rel = (
-                        s.path
-                        if s.path and not Path(s.path).is_absolute()
-                        else dest_name(s.url, s.key)
-                    )
-                    if (images / rel).is_file():
-                        s.source = str(images / rel)
-                        found += 1
+        try:
+            download_summary, fetched = _download_missing(samples, cfg, out, progress, phase)
+        except KeyboardInterrupt:
+            raise _interrupted(out, done_before, plan) from None
+        found += fetched
     if samples and not found and not cfg.strict:
         log.warning(
             f"none of the {len(samples)} images to write was found under {images}: "
@@ -1440,6 +1480,62 @@ def shard_dataset(
         warnings=plan.warnings,
         failed_samples=failed_samples,
     )
+
+
+def _download_target(s: Sample, images: Path) -> Path:
+    """Where a downloaded photo goes: its ``path`` under --images, else ``{key}{suffix}``."""
+    from biotrove_cli.core.data.download import dest_name
+
+    if s.path and not Path(s.path).is_absolute():
+        return images / s.path
+    return images / dest_name(s.url, s.key)
+
+
+def _download_missing(
+    samples: list[Sample],
+    cfg: ShardConfig,
+    out: Path,
+    progress: ProgressFn | None,
+    phase: PhaseFn | None,
+) -> tuple[dict[str, Any] | None, int]:
+    """Fetch the samples' photos that are not local (those with a URL); set their source.
+
+    Returns the download summary (None when nothing needed fetching) and how many samples
+    gained a local file.
+    """
+    from biotrove_cli import __version__
+    from biotrove_cli.core.data.download import STATUS_FILE, DownloadJob, download_all
+
+    images = Path(cfg.images)
+    wanted = [s for s in samples if not s.source and s.url]
+    if not wanted:
+        return None, 0
+    images.mkdir(parents=True, exist_ok=True)
+    if phase is not None:
+        phase("download", len(wanted))
+    k, n = cfg.part
+    # one status log per part: N machines never append to the same file
+    status = STATUS_FILE if n == 1 else f"downloads.part-{k}-of-{n}.jsonl"
+    summary = download_all(
+        [DownloadJob(url=s.url, dest=_download_target(s, images)) for s in wanted],
+        out / status,
+        workers=cfg.download_workers,
+        timeout=cfg.download_timeout,
+        retries=cfg.download_retries,
+        progress=progress,
+        user_agent=f"biotrove/{__version__}",
+    )
+    log.info(
+        f"download: {summary.downloaded} fetched, {summary.cached} already here, "
+        f"{summary.failed} failed, {summary.skipped} skipped (failed for good earlier)"
+    )
+    gained = 0
+    for s in wanted:
+        target = _download_target(s, images)
+        if target.is_file():
+            s.source = str(target)
+            gained += 1
+    return summary.as_dict(), gained
 
 
 def _interrupted(out: Path, done: dict | None, plan: Plan) -> BiotroveError:
