@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from biotrove_cli.cli.app import app
-from biotrove_cli.cli.eval import PrecisionChoice, PrecisionOpt, default_workers
+from biotrove_cli.cli.eval import AutoWorkersOpt, PrecisionChoice, PrecisionOpt
 from biotrove_cli.cli.options import (
     ArchOpt,
     BatchSizeOpt,
@@ -17,7 +17,6 @@ from biotrove_cli.cli.options import (
     LabelsOpt,
     OutputOpt,
     RankChoice,
-    WorkersOpt,
 )
 from biotrove_cli.output import console
 from biotrove_cli.output.render import Format
@@ -111,7 +110,7 @@ def classify_cmd(
     batch_size: BatchSizeOpt = 32,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = PrecisionChoice.auto,
-    workers: WorkersOpt = default_workers(),
+    workers: AutoWorkersOpt = None,
     format: FormatOpt = Format.auto,
     output: OutputOpt = None,
     resume: Annotated[

@@ -22,7 +22,6 @@ from biotrove_cli.cli.options import (
     FormatOpt,
     LabelsOpt,
     OutputOpt,
-    WorkersOpt,
 )
 from biotrove_cli.output import console
 from biotrove_cli.output.render import Format
@@ -44,10 +43,18 @@ class PrecisionChoice(str, Enum):
     bf16 = "bf16"
 
 
-def default_workers() -> int:
-    """Decoding workers: the cores left beside the main process, at most 8."""
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
-
+AutoWorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=0,
+        metavar="N",
+        help="Image decoding worker processes (0 = in-process). Default auto: on CUDA all "
+        "cores but one; on a CPU a quarter of the cores, the model's threads get the rest.",
+        show_default=False,
+        rich_help_panel="Compute",
+    ),
+]
 
 PrecisionOpt = Annotated[
     PrecisionChoice,
@@ -157,7 +164,7 @@ def eval_cmd(
     batch_size: BatchSizeOpt = 64,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = PrecisionChoice.auto,
-    workers: WorkersOpt = default_workers(),
+    workers: AutoWorkersOpt = None,
     nproc_per_node: Annotated[
         int,
         typer.Option(

@@ -36,6 +36,8 @@ from biotrove_cli.core.evaluation.zeroshot import (
     TextSettings,
     ZeroShotClassifier,
     build_classifier,
+    cpu_threads,
+    resolve_workers,
 )
 from biotrove_cli.core.taxonomy.labelbank import LabelBank
 from biotrove_cli.core.taxonomy.rank import RANKS, Rank
@@ -75,7 +77,7 @@ class ClassifyConfig:
     batch_size: int = 32
     device: str = "cpu"
     precision: str = "auto"
-    workers: int = 1
+    workers: int | None = None  # None: auto (see zeroshot.resolve_workers)
     text_type: str = DEFAULT_TEXT_TYPE
     templates: str = DEFAULT_TEMPLATES
     use_cache: bool = True
@@ -435,51 +437,60 @@ class ClassifyJob:
             progress(0, total)
         if not self.files:
             return
+        workers = resolve_workers(cfg.workers, self.encoder.device)
         loader = DataLoader(
             FileDataset(self.files, self.loaded.preprocess, self.loaded.image_size),
             batch_size=cfg.batch_size,
-            num_workers=cfg.workers,
+            num_workers=workers,
             collate_fn=collate,
             pin_memory=self.encoder.cuda,
-            **({"prefetch_factor": 4} if cfg.workers > 0 else {}),
+            **({"prefetch_factor": 4} if workers > 0 else {}),
         )
         t0 = time.perf_counter()
-        done = 0
         try:
-            for batch in loader:
-                rows = (
-                    self._predict(self.encoder(batch["images"]), batch["keys"])
-                    if (batch["images"] is not None)
-                    else []
-                )
-                records: list[dict[str, Any]] = []
-                ok_i = bad_i = 0
-                for is_ok in batch["ok_flags"]:
-                    if is_ok:
-                        records.extend(rows[ok_i])
-                        ok_i += 1
-                        self.summary.n_classified += 1
-                        continue
-                    path, reason = batch["bad"][bad_i]
-                    bad_i += 1
-                    if cfg.strict:
-                        yield records
-                        raise InputError(
-                            f"{path}: unreadable image ({reason})",
-                            hint="fix or remove the file, or drop --strict to report bad files "
-                            "as error rows and go on",
-                        )
-                    log.warning("%s: skipped, %s", path, _REASONS.get(reason, reason))
-                    self.summary.n_errors += 1
-                    self.summary.errors[reason] += 1
-                    records.append(self._error_row(path, reason))
-                done += batch["n"]
-                self.summary.seconds = time.perf_counter() - t0
-                yield records
-                if progress is not None:
-                    progress(done, total)
+            with cpu_threads(workers, self.encoder.device):
+                yield from self._batches(loader, progress, total, t0)
         finally:
             self.summary.seconds = time.perf_counter() - t0
+
+    def _batches(
+        self, loader: Any, progress: ProgressFn | None, total: int, t0: float
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Records per batch, in input order; error rows for unreadable files."""
+        cfg = self.cfg
+        done = 0
+        for batch in loader:
+            rows = (
+                self._predict(self.encoder(batch["images"]), batch["keys"])
+                if (batch["images"] is not None)
+                else []
+            )
+            records: list[dict[str, Any]] = []
+            ok_i = bad_i = 0
+            for is_ok in batch["ok_flags"]:
+                if is_ok:
+                    records.extend(rows[ok_i])
+                    ok_i += 1
+                    self.summary.n_classified += 1
+                    continue
+                path, reason = batch["bad"][bad_i]
+                bad_i += 1
+                if cfg.strict:
+                    yield records
+                    raise InputError(
+                        f"{path}: unreadable image ({reason})",
+                        hint="fix or remove the file, or drop --strict to report bad files "
+                        "as error rows and go on",
+                    )
+                log.warning("%s: skipped, %s", path, _REASONS.get(reason, reason))
+                self.summary.n_errors += 1
+                self.summary.errors[reason] += 1
+                records.append(self._error_row(path, reason))
+            done += batch["n"]
+            self.summary.seconds = time.perf_counter() - t0
+            yield records
+            if progress is not None:
+                progress(done, total)
 
 
 _REASONS = {

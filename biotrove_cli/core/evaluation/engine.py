@@ -44,6 +44,8 @@ from biotrove_cli.core.evaluation.zeroshot import (
     TextSettings,
     ZeroShotClassifier,
     build_classifier,
+    cpu_threads,
+    resolve_workers,
 )
 from biotrove_cli.core.taxonomy.labelbank import LabelBank
 from biotrove_cli.core.taxonomy.lineage import Taxon
@@ -73,7 +75,7 @@ class EvalConfig:
     batch_size: int = 64
     device: str = "cpu"
     precision: str = "auto"
-    workers: int = 1
+    workers: int | None = None  # None: auto (see zeroshot.resolve_workers)
     limit: int | None = None
     use_cache: bool = True
     per_class: str | None = None
@@ -566,12 +568,13 @@ def score_model(
         tally.severity[mode] = SeverityTally()
     s2c = {r: np.asarray(ds.bank.classes(r).species_to_class, dtype=np.int64) for r in RANKS}
     truth_of = TruthIndex(ds.bank, ranks)
+    workers = resolve_workers(cfg.workers, encoder.device)
     loader = make_loader(
         ds,
         loaded.preprocess,
         loaded.image_size,
         cfg.batch_size,
-        cfg.workers,
+        workers,
         rank,
         world,
         cfg.limit,
@@ -580,29 +583,31 @@ def score_model(
     per_rank_limit = None if cfg.limit is None else _share(cfg.limit, rank, world)
     t1 = time.perf_counter()
     done = 0
-    for batch in loader:
-        if per_rank_limit is not None:
-            batch = trim(batch, per_rank_limit - done)
-        done += batch["n"]
-        for key, reason in batch["bad"]:
-            tally.unreadable[reason] += 1
-            if len(tally.unreadable_examples) < 5:
-                tally.unreadable_examples.append(f"{key} ({reason})")
-        if batch["images"] is not None:
-            feats = encoder(batch["images"])
-            truth = np.asarray([truth_of(t) for t in batch["taxa"]], dtype=np.int64)
-            truth = truth.reshape(len(batch["taxa"]), len(ranks))
-            _score_batch(clf, feats, truth, batch["taxa"], ranks, modes, tally, s2c)
-        if progress is not None:
-            progress(batch["n"])
-        if per_rank_limit is not None and done >= per_rank_limit:
-            break
+    with cpu_threads(workers, encoder.device):
+        for batch in loader:
+            if per_rank_limit is not None:
+                batch = trim(batch, per_rank_limit - done)
+            done += batch["n"]
+            for key, reason in batch["bad"]:
+                tally.unreadable[reason] += 1
+                if len(tally.unreadable_examples) < 5:
+                    tally.unreadable_examples.append(f"{key} ({reason})")
+            if batch["images"] is not None:
+                feats = encoder(batch["images"])
+                truth = np.asarray([truth_of(t) for t in batch["taxa"]], dtype=np.int64)
+                truth = truth.reshape(len(batch["taxa"]), len(ranks))
+                _score_batch(clf, feats, truth, batch["taxa"], ranks, modes, tally, s2c)
+            if progress is not None:
+                progress(batch["n"])
+            if per_rank_limit is not None and done >= per_rank_limit:
+                break
     t_images = time.perf_counter() - t1
     tally.n_seen = done
     n_ok = done - sum(tally.unreadable.values())
     tally.info = {
         **loaded.describe(),
         "precision": encoder.precision,
+        "workers": workers,
         "logit_scale": clf.logit_scale,
         "text_cache": clf.cache,
     }
