@@ -261,6 +261,31 @@ def test_real_arboretum_selection_and_passthrough(arb, cli, tmp_path):
     assert key_sets(out2)["train"] == sorted(str(p) for p in want["photo_id"])
 
 
+def test_life_stages_metadata_with_rooted_paths(lifestages, cli, tmp_path):
+    """Life-Stages rows name their photo as ``/lifestages/ID.jpg``: found under --images."""
+    from biotrove_cli.core.data.world import render_jpeg
+    from biotrove_cli.core.taxonomy.readers import read_metadata
+
+    meta = read_metadata(lifestages)
+    images = tmp_path / "root"
+    for i, rec in enumerate(meta.records[:40]):
+        dest = images / rec.path.lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(render_jpeg(rec.taxon, i, size=(48, 36)))
+    out = tmp_path / "out"
+    code, stdout, stderr = cli(
+        *run_args(lifestages, images, out), "--workers", "0", "--captions", "none",
+        "--samples-per-shard", "200", "--format", "json",
+    )  # fmt: skip
+    assert code == 0, stderr
+    total = json.loads(stdout)["records"][0]
+    assert total["planned"] == len(meta.records)
+    assert total["written"] == 40 and total["failures"] == f"missing={len(meta.records) - 40}"
+    for s in read_dataset(out)["train"]:
+        assert Path(sample_meta(s)["source"]).is_file()
+        assert {k for k in s if not k.startswith("__")} == {"jpg", "txt", "json"}
+
+
 def test_same_plan_from_any_row_order(arb, tmp_path):
     """The plan depends on the rows, not on their order or the file they came from."""
     table = pq.read_table(arb["metadata"])
@@ -628,9 +653,13 @@ def test_bad_input_fails_clearly_before_any_work(small_world, cli, tmp_path):
     # an empty selection
     code, _, err = cli(*run_args(meta, images, out), "--categories", "Aves")
     assert code == 1 and "empty selection" in err and not out.exists()
-    # images folder missing
+    # images folder missing, or holding none of the photos
     code, _, err = cli(*run_args(meta, tmp_path / "nope", out))
     assert code == 1 and "--images" in err
+    (tmp_path / "empty").mkdir()
+    code, _, err = cli(*run_args(meta, tmp_path / "empty", out), "--workers", "0")
+    assert code == 1 and "none of the 30 images" in err and "--download" in err
+    assert not list(out.glob("*/*.tar"))
     # an output folder holding another dataset is refused, untouched
     good = tmp_path / "good"
     assert cli(*run_args(meta, images, good), "--workers", "0")[0] == 0

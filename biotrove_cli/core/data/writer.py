@@ -494,21 +494,28 @@ def index_images(folder: Path) -> dict[str, str]:
 
 
 def resolve_sources(samples: list[Sample], images: Path) -> int:
-    """Set ``sample.source`` for each sample whose image is under ``images``; returns found."""
+    """Set ``sample.source`` for each sample whose image is under ``images``; returns found.
+
+    A ``path`` is tried under ``images`` (a leading ``/`` is taken as the data root, as in the
+    Life-Stages metadata), then as given; then the file is looked up by photo id, then by the
+    path's file stem, in an index of the folder built once.
+    """
     index: dict[str, str] | None = None
     found = 0
     for s in samples:
         s.source = ""
         if s.path:
             p = Path(s.path)
-            for cand in (images / p, p) if not p.is_absolute() else (p,):
+            for cand in (images / s.path.lstrip("/\\"), p):
                 if cand.is_file():
                     s.source = str(cand)
                     break
-        if not s.source and s.photo_id:
-            if index is None:
-                index = index_images(images) if images.is_dir() else {}
-            s.source = index.get(s.photo_id.lower(), "")
+        if not s.source:
+            stems = [x.lower() for x in (s.photo_id, Path(s.path).stem if s.path else "") if x]
+            if stems:
+                if index is None:
+                    index = index_images(images) if images.is_dir() else {}
+                s.source = next((index[x] for x in stems if x in index), "")
         found += bool(s.source)
     return found
 
@@ -1412,10 +1419,14 @@ def shard_dataset(
         except KeyboardInterrupt:
             raise _interrupted(out, done_before, plan) from None
         found += fetched
-    if samples and not found and not cfg.strict:
-        log.warning(
-            f"none of the {len(samples)} images to write was found under {images}: "
-            "they will all be counted as missing"
+    if samples and not found:
+        example = samples[0].path or samples[0].photo_id or samples[0].url
+        raise InputError(
+            f"none of the {len(samples)} images to write is under --images {images} "
+            f"(e.g. {example!r})",
+            hint="point --images at the photo folder: files are found by the path column, or "
+            "as {photo_id}.jpg|jpeg|png|webp anywhere below it"
+            + ("" if cfg.download else "; add --download to fetch photo_url"),
         )
 
     settings = WriteSettings(
