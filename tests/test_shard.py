@@ -670,9 +670,11 @@ def test_bad_input_fails_clearly_before_any_work(small_world, cli, tmp_path):
     # a folder of other things
     other = tmp_path / "other"
     other.mkdir()
-    (other / "notes.txt").write_text("mine")
+    (other / "train").mkdir()
+    (other / "train" / "shard-000000.tar").write_bytes(b"someone else's shard")
     code, _, err = cli(*run_args(meta, images, other))
     assert code == 1 and "not empty" in err
+    assert (other / "train" / "shard-000000.tar").read_bytes() == b"someone else's shard"
     # usage errors: exit 2
     assert cli(*run_args(meta, images, out), "--part", "3/2")[0] == 2
     assert cli(*run_args(meta, images, out), "--max-shard-bytes", "lots")[0] == 2

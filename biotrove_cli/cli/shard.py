@@ -318,7 +318,11 @@ def _report(result) -> None:
             f"{failed} bad or missing images were skipped (by reason in the table; each shard's "
             ".stats.json names them)"
         )
-    done_now = f"{result.written_units} shards written"
+
+    def n(count: int, noun: str) -> str:
+        return f"{count} {noun}{'' if count == 1 else 's'}"
+
+    done_now = f"{n(result.written_units, 'shard')} written"
     if result.kept_units:
         done_now += f", {result.kept_units} kept from an earlier run"
     rate = f" at {result.images_per_second:.0f} images/s" if result.images_per_second else ""
@@ -329,7 +333,7 @@ def _report(result) -> None:
         )
     else:
         console.info(
-            f"this part is done; {result.pending_units} shards of other parts are still missing. "
+            f"this part is done; {n(result.pending_units, 'shard')} of other parts still missing. "
             f"When all parts are done: biotrove shard --finalize {result.out}"
         )
 

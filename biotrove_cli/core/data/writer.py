@@ -67,16 +67,11 @@ FILE_MODE = 0o644  # shards are shared datasets (the temp files of atomic writes
 MAX_FAILED_LISTED = 50  # failed samples named per stats file
 
 
-# files that may sit in an output folder before its plan exists (e.g. a download log)
 def _may_precede_plan(name: str) -> bool:
-    """Entries an output folder may hold before its plan.json is read: download logs, temp
-    files of a killed writer, and the split folders of a --part run that started a moment
-    earlier (their shards carry the plan fingerprint, so a stranger's are redone, not kept)."""
-    return (
-        name.startswith("downloads")
-        or (name.startswith(".") and name.endswith(".tmp"))
-        or name in SPLITS
-    )
+    """What an output folder may hold before its plan.json: download logs and the temp file of
+    a plan write that was killed. Anything else may be someone's data, which is never touched.
+    (A --part run that started a moment earlier writes plan.json before any split folder.)"""
+    return name.startswith("downloads") or (name.startswith(".") and name.endswith(".tmp"))
 
 
 ProgressFn = Callable[[int, int], None]
@@ -312,6 +307,10 @@ class Plan:
                 for t in self.taxa
             ],
         }
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _matches(taxon: Taxon, wanted: set[str]) -> bool:
@@ -815,7 +814,7 @@ def write_unit(
                 except (ImageError, _ImageFail) as exc:
                     bad = {
                         "key": s.key,
-                        "source": s.source or s.path or s.url or s.photo_id,
+                        "source": s.source or s.path or s.photo_id or s.url,
                         "reason": exc.reason,
                         "detail": exc.detail,
                     }
@@ -1382,7 +1381,7 @@ def shard_dataset(
         log.warning(w)
     sel = plan.selection
     log.info(
-        f"plan: {sel['rows']} rows -> {sel['selected']} samples in {len(plan.units)} shards"
+        f"plan: {sel['rows']} rows -> {sel['selected']} samples in {_n(len(plan.units), 'shard')}"
         + "".join(
             f", {sel[k]} {k.replace('_', ' ')}"
             for k in ("duplicates", "no_species", "outside_categories", "capped")
@@ -1404,11 +1403,13 @@ def shard_dataset(
     done_before = complete_units(out, doc_units, plan.fingerprint)
     todo = [u for u in mine if u.ordinal not in done_before]
     kept = len([u for u in mine if u.ordinal in done_before])
-    if resumed:
+    if n > 1:
         log.info(
-            f"resuming {out}: {len(done_before)} of {len(plan.units)} shards already complete"
-            + (f" ({kept} of this part's {len(mine)})" if n > 1 else "")
+            f"part {k}/{n}: {len(mine)} of the {len(plan.units)} shards, {kept} already complete "
+            f"({len(done_before)} complete in all)"
         )
+    elif resumed:
+        log.info(f"resuming {out}: {len(done_before)} of {len(plan.units)} shards already complete")
 
     samples = [s for u in todo for s in u.samples]
     found = resolve_sources(samples, images)
