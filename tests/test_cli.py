@@ -155,3 +155,16 @@ def test_ci_runs_exactly_the_readme_test_command():
     ci = (REPO / ".ci" / "run").read_text()
     assert readme_cmd in ci
     assert Path(REPO / ".ci" / "run").stat().st_mode & 0o111
+
+
+def test_atomic_files_follow_the_umask(tmp_path):
+    import os
+
+    from biotrove_cli.core.io import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "x.json", "{}")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644

@@ -91,6 +91,8 @@ def test_two_process_gloo_run_learns(tmp_path, train_shards):
         *TINY,
         "--data",
         train_shards,
+        "--val-data",
+        train_shards,
         "--run-dir",
         run,
         "--nproc-per-node",
@@ -102,6 +104,7 @@ def test_two_process_gloo_run_learns(tmp_path, train_shards):
         "--workers",
         "0",
         "save_every=50",
+        "val_every=75",
         "--format",
         "json",
     )
@@ -115,6 +118,13 @@ def test_two_process_gloo_run_learns(tmp_path, train_shards):
     assert late < early - 1.0, (early, late)
     acc = _species_accuracy(run, train_shards)
     assert acc > 0.5, acc  # 8 species: chance is 0.125
+    # the periodic validation (the eval engine, on rank 0) agrees and was logged
+    evals = [m for m in _metrics(run) if m["kind"] == "eval"]
+    assert [e["step"] for e in evals] == [75, 150]
+    last = evals[-1]
+    assert abs(last["top1_species"] - acc) < 1e-6
+    assert last["top1_kingdom"] >= last["top1_genus"] >= last["top1_species"]
+    assert summary["val_top1_species"] == round(acc, 4)
     info = run_subprocess("info", run, "--format", "json")
     assert info.returncode == 0 and '"status"' in info.stdout
 

@@ -422,6 +422,10 @@ def train(
             hint="continue it with --resume latest, or choose a new --run-dir",
         )
 
+    # the validation data is checked before anything is trained or written
+    validate = (
+        validator_factory(cfg, device) if (validator_factory and cfg.data.val and is_main) else None
+    )
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     model, transform, tokenizer = build_training_model(cfg, device, precision)
@@ -544,9 +548,6 @@ def train(
     barrier()
     metrics_fh = open(run_dir / runlib.METRICS, "a", encoding="utf-8") if is_main else None  # noqa: SIM115
     tb = _tensorboard(run_dir) if is_main else None
-    validate = (
-        validator_factory(cfg, device) if (validator_factory and cfg.data.val and is_main) else None
-    )
 
     def log_metrics(record: dict[str, Any]) -> None:
         if metrics_fh is not None:
@@ -747,7 +748,9 @@ def train(
                 epoch += 1
                 batch_in_epoch = 0
             checkpoint("epoch")
-            if not cfg.val_every or step % cfg.val_every:
+            # val_every=0: evaluate at every epoch end; otherwise every val_every steps, and
+            # once more at the end when the last step was not one of those
+            if not cfg.val_every or (done and step % cfg.val_every):
                 run_validation()
         result = TrainResult(
             run_dir=run_dir,

@@ -88,7 +88,7 @@ def summarize(run_dir: Path) -> list[dict[str, Any]]:
     rows.append({"key": "checkpoint", "value": str(latest) if latest else ""})
     if evals:
         for k, v in evals[-1].items():
-            if k.startswith(("top1_", "top5_")) and isinstance(v, (int, float)):
+            if (k.startswith("top1_") or k == "top5_species") and isinstance(v, (int, float)):
                 rows.append({"key": f"val_{k}", "value": round(v, 4)})
     return rows
 
