@@ -422,3 +422,41 @@ def test_bad_input_gives_a_clear_error(cli, tmp_path, small_world, tiny_ckpt, ca
     assert got == code, err
     assert message in err and "Traceback" not in err
     assert out == ""
+
+
+def test_a_bundle_classifies_with_its_own_labels_and_class_embeddings(
+    cli, photos, tiny_ckpt, tmp_path
+):
+    from biotrove_cli.core.models.export import ExportConfig, export_model
+
+    bundle = tmp_path / "bundle"
+    export_model(
+        ExportConfig(
+            source=str(tiny_ckpt), out=bundle, labels=DEMO_SPECIES, text_type="com", verify=False
+        )
+    )
+    code, out, err = cli(
+        "classify", "-m", bundle, photos / "a.jpg", "--workers", "0", "--format", "json", "-k", "2"
+    )
+    assert code == 0, err
+    doc = json.loads(out)
+    # the bundle's labels, and its precomputed embeddings: nothing encoded, nothing cached
+    assert doc["summary"]["n_labels"] == 33 and doc["summary"]["text_cached"] is True
+    assert doc["summary"]["text_type"] == "com"
+    from biotrove_cli.core.models import registry
+
+    assert not list((registry.cache_dir() / "text").rglob("*.safetensors"))
+    # asking for another text type encodes afresh
+    code, out, err = cli(
+        "classify",
+        "-m",
+        bundle,
+        photos / "a.jpg",
+        "--workers",
+        "0",
+        "--format",
+        "json",
+        "--text-type",
+        "sci",
+    )
+    assert code == 0 and json.loads(out)["summary"]["text_cached"] is False

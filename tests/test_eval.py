@@ -646,3 +646,35 @@ def test_two_process_eval_reduces_to_the_single_process_numbers(tmp_path, small_
 
     assert numbers(d1) == numbers(d2)
     assert (tmp_path / "c1.csv").read_text() == (tmp_path / "c2.csv").read_text()
+
+
+def test_trimmed_text_encoding_gives_the_same_embeddings(tiny_model, demo_bank):
+    from biotrove_cli.core.evaluation.text import (
+        class_prompts,
+        encode_prompts,
+        trimmed_text_encoder,
+    )
+
+    assert trimmed_text_encoder(tiny_model.model) is not None
+    prompts = class_prompts(demo_bank, Rank.SPECIES, "taxon_com", ("a photo of {}.", "{}"))
+    prompts += class_prompts(demo_bank, Rank.FAMILY, "sci", ("a photo of {}.",))
+    full = encode_prompts(tiny_model, prompts, batch_size=16)
+    fast = encode_prompts(tiny_model, prompts, batch_size=16, trim=True)
+    assert fast.shape == full.shape
+    assert (fast - full).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_truncated_shard_is_counted_once_not_fatal(tmp_path, small_world, tiny_ckpt, workers):
+    shards = write_shards(small_world["photos"], tmp_path / "shards", per_shard=15)
+    tar = shards / "val" / "shard-000001.tar"
+    data = tar.read_bytes()
+    tar.write_bytes(data[: len(data) // 2])
+    result = evaluate(
+        EvalConfig(models=[str(tiny_ckpt)], data=str(shards), workers=workers, ranks=[Rank.GENUS])
+    )
+    model = result.document["models"][0]
+    assert model["unreadable"].get("bad_shard") == 1
+    rec = result.records[0]
+    assert 15 <= rec["n_images"] < 30  # the whole first shard, part of the second
+    assert any("unreadable" in n for n in result.notes)

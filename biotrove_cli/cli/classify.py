@@ -87,22 +87,23 @@ def classify_cmd(
         bool, typer.Option("--recursive", "-r", help="Descend into subfolders.")
     ] = False,
     text_type: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--text-type",
-            help="Class text type (taxon_com, taxon, sci, com...).",
+            help="Class text type (taxon_com, taxon, sci, com...). Default: what a bundle's "
+            "class embeddings were made with, else taxon_com.",
             rich_help_panel=LABELS,
         ),
-    ] = "taxon_com",
+    ] = None,
     templates: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--templates",
             metavar="simple|openai|FILE",
-            help="Prompt templates.",
+            help="Prompt templates. Default: the bundle's, else simple.",
             rich_help_panel=LABELS,
         ),
-    ] = "simple",
+    ] = None,
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Encode class texts afresh.", rich_help_panel=LABELS)
     ] = False,

@@ -78,8 +78,9 @@ class ClassifyConfig:
     device: str = "cpu"
     precision: str = "auto"
     workers: int | None = None  # None: auto (see zeroshot.resolve_workers)
-    text_type: str = DEFAULT_TEXT_TYPE
-    templates: str = DEFAULT_TEMPLATES
+    # None: the bundle's own (what its precomputed class embeddings encode), else the defaults
+    text_type: str | None = None
+    templates: str | None = None
     use_cache: bool = True
     output: str | None = None
     output_format: str = "csv"
@@ -256,6 +257,27 @@ def _truncate(path: Path, size: int, old: int) -> None:
 
 
 # -- labels -------------------------------------------------------------------------------------
+def text_settings(cfg: ClassifyConfig, loaded: Any = None) -> TextSettings:
+    """The class-text settings: the flags; for those not given, the ones a bundle's class
+    embeddings were encoded with (so they are used as they are), else the defaults."""
+    meta: dict[str, Any] = {}
+    pre = getattr(loaded, "class_embeddings", None) or {}
+    if pre.get("meta", {}).get("text_type") not in (None, "", "custom"):
+        meta = pre["meta"]
+    text_type = cfg.text_type or meta.get("text_type") or DEFAULT_TEXT_TYPE
+    if cfg.templates:
+        return TextSettings.from_spec(text_type, cfg.templates)
+    if meta.get("template_strings"):
+        try:
+            temps = tuple(str(t) for t in json.loads(meta["template_strings"]))
+        except ValueError:
+            temps = ()
+        if temps and all(t.count("{}") == 1 for t in temps):
+            base = TextSettings.from_spec(text_type, DEFAULT_TEMPLATES)
+            return TextSettings(base.text_type, meta.get("templates") or "bundle", temps)
+    return TextSettings.from_spec(text_type, DEFAULT_TEMPLATES)
+
+
 def choose_bank(cfg: ClassifyConfig, model_bank: LabelBank | None, given: LabelBank | None):
     """(bank to classify into, the full bank its embeddings come from)."""
     bank = given if given is not None else model_bank
@@ -311,6 +333,7 @@ class ClassifySummary:
     labels: str = ""
     n_labels: int = 0
     text_cached: bool = False
+    text: dict[str, str] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -330,6 +353,7 @@ class ClassifySummary:
             "labels": self.labels,
             "n_labels": self.n_labels,
             "text_cached": self.text_cached,
+            **self.text,
             "model": self.model,
         }
 
@@ -523,7 +547,7 @@ def prepare_classify(cfg: ClassifyConfig, stdin: Iterable[str] | None = None) ->
                 f"--resume appends to csv or jsonl files, not {cfg.output_format}",
                 hint="write -o FILE.csv or FILE.jsonl",
             )
-    text = TextSettings.from_spec(cfg.text_type, cfg.templates)
+    text_settings(cfg)  # bad --text-type / --templates fail before any work
     files = expand_paths(cfg.paths, cfg.recursive, stdin)
     summary = ClassifySummary(n_inputs=len(files))
     if cfg.resume:
@@ -548,6 +572,7 @@ def prepare_classify(cfg: ClassifyConfig, stdin: Iterable[str] | None = None) ->
     from biotrove_cli.core.models.load import load_model
 
     loaded = load_model(cfg.model, arch=cfg.arch, device=cfg.device)
+    text = text_settings(cfg, loaded if given is None else None)
     bank, full = choose_bank(cfg, loaded.labels, given)
     if bank.is_custom and cfg.min_confidence is not None:
         raise UsageError("--min-confidence needs a label bank with lineage")
@@ -567,6 +592,7 @@ def prepare_classify(cfg: ClassifyConfig, stdin: Iterable[str] | None = None) ->
     )
     summary.labels = bank.source
     summary.n_labels = len(bank)
+    summary.text = {"text_type": text.text_type, "templates": text.templates_name}
     summary.text_cached = bool(clf.cache.get("species"))
     encoder = ImageEncoder(loaded, cfg.precision)
     summary.model = {**loaded.describe(), "precision": encoder.precision}

@@ -29,6 +29,12 @@ from typing import Any
 from torch.utils.data import IterableDataset
 
 from biotrove_cli import __version__
+from biotrove_cli.core.data.shards import (
+    iter_tar,
+    sample_image_bytes,
+    sample_meta,
+    taxon_from_meta,
+)
 from biotrove_cli.core.errors import InputError, SchemaError, UsageError
 from biotrove_cli.core.evaluation.metrics import (
     CI_METHOD,
@@ -123,7 +129,8 @@ def _image_candidates(path: str, photo_id: str, images: Path | None, base: Path)
         if p.is_absolute():
             out.append(p)
         else:
-            out.append(base / p)
+            out.append(base / p)  # relative to the table's folder
+            out.append(p)  # relative to the working folder
     elif photo_id and images is not None:
         out.extend(images / f"{photo_id}{s}" for s in (".jpg", *IMAGE_SUFFIXES[1:]))
     seen: list[str] = []
@@ -230,7 +237,6 @@ class ShardDataset(IterableDataset):
         self.rank = rank
         self.world = world
         self.limit = limit
-        self.errors: list[str] = []
 
     @staticmethod
     def _worker() -> tuple[int, int]:
@@ -240,13 +246,6 @@ class ShardDataset(IterableDataset):
         return (info.id, info.num_workers) if info is not None else (0, 1)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        from biotrove_cli.core.data.shards import (
-            iter_tar,
-            sample_image_bytes,
-            sample_meta,
-            taxon_from_meta,
-        )
-
         wid, nw = self._worker()
         me, total = self.rank * nw + wid, self.world * nw
         whole = len(self.shards) >= total
@@ -269,11 +268,12 @@ class ShardDataset(IterableDataset):
                 elif self.limit is not None and yielded >= self.limit:
                     return
                 yielded += 1
-                yield self._item(shard, sample, sample_meta, taxon_from_meta, sample_image_bytes)
-            for e in errors:
-                yield {"key": e, "taxon": EMPTY_TAXON, "image": None, "error": "truncated_shard"}
+                yield self._item(shard, sample)
+            if whole or me == 0:  # a shard every reader walks is reported once
+                for e in errors:
+                    yield {"key": e, "taxon": EMPTY_TAXON, "image": None, "error": "bad_shard"}
 
-    def _item(self, shard, sample, sample_meta, taxon_from_meta, sample_image_bytes):
+    def _item(self, shard: Path, sample: dict[str, Any]) -> dict[str, Any]:
         key = sample["__key__"]
         taxon = taxon_from_meta(sample_meta(sample))
         data = sample_image_bytes(sample)

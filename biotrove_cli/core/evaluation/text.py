@@ -83,13 +83,66 @@ def bundled_embeddings(loaded: Any, key: str, n_classes: int) -> Any | None:
     return emb.float()
 
 
+def trimmed_text_encoder(model: Any) -> Callable[[Any], Any] | None:
+    """``encode_text`` that runs only up to the longest prompt of a batch, or None.
+
+    open_clip's CLIP text tower attends causally and pools at the end-of-text token, so the
+    features there depend on the tokens before it only: the padding after the batch's last
+    end-of-text token changes nothing but the cost (taxonomic prompts fill about a third of the
+    77-token context). Other text towers (HF, last/first pooling) get None.
+    """
+    import torch
+
+    needed = ("token_embedding", "positional_embedding", "transformer", "ln_final")
+    pool = getattr(model, "text_pool_type", None)
+    mask = getattr(model, "attn_mask", None)
+    if type(model).__name__ != "CLIP" or pool not in ("argmax", "eos") or mask is None:
+        return None
+    if not all(hasattr(model, a) for a in needed):
+        return None
+    eos_id = getattr(model, "text_eos_id", None)
+    if pool == "eos" and eos_id is None:
+        return None
+    # the mask must be causal (-inf above the diagonal), or cutting would change attention
+    causal = torch.triu(torch.ones_like(mask, dtype=torch.bool), diagonal=1)
+    if not (torch.isinf(mask[causal]).all() and (mask[~causal] == 0).all()):
+        return None
+
+    def encode(tokens: Any) -> Any:
+        if pool == "argmax":
+            ends = tokens.argmax(dim=-1)
+        else:
+            ends = (tokens == eos_id).int().argmax(dim=-1)
+        n = int(ends.max().item()) + 1
+        t = tokens[:, :n]
+        cast = model.transformer.get_cast_dtype()
+        x = model.token_embedding(t).to(cast) + model.positional_embedding[:n].to(cast)
+        x = model.transformer(x, attn_mask=model.attn_mask[:n, :n])
+        x = model.ln_final(x)
+        x = x[torch.arange(x.shape[0], device=x.device), ends]
+        proj = model.text_projection
+        if proj is not None:
+            x = proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
+        return x
+
+    return encode
+
+
 def encode_prompts(
     loaded: Any,
     prompts: list[list[str]],
     batch_size: int = 256,
     progress: Callable[[int, int], None] | None = None,
+    trim: bool = False,
 ) -> Any:
-    """Encode every class's prompts; returns a float32 CPU tensor [classes, dim], unit rows."""
+    """Encode every class's prompts; returns a float32 CPU tensor [classes, dim], unit rows.
+
+    Args:
+        trim: batch prompts of similar token length and encode each batch only up to its
+            longest prompt (:func:`trimmed_text_encoder`): the same embeddings (to float
+            rounding), several times faster for taxonomic prompts; ignored for text towers it
+            does not apply to.
+    """
     import torch
     import torch.nn.functional as F
 
@@ -97,19 +150,35 @@ def encode_prompts(
     owners = torch.tensor([i for i, cls in enumerate(prompts) for _ in cls])
     device = loaded.device
     model = loaded.model
+    fast = trimmed_text_encoder(model) if trim else None
+    order = list(range(len(flat)))
+    tokens_all = None
+    if fast is not None and flat:
+        tokens_all = loaded.tokenizer(flat)
+        lengths = (tokens_all != 0).sum(dim=-1)
+        order = torch.argsort(lengths, stable=True).tolist()
     out = []
     with torch.inference_mode():
         for start in range(0, len(flat), batch_size):
-            tokens = loaded.tokenizer(flat[start : start + batch_size]).to(device)
+            idx = order[start : start + batch_size]
+            if tokens_all is not None:
+                tokens = tokens_all[idx].to(device)
+            else:
+                tokens = loaded.tokenizer([flat[i] for i in idx]).to(device)
+            encode = fast or model.encode_text
             if device.type == "cuda":
                 with torch.autocast("cuda", dtype=torch.bfloat16):
-                    feats = model.encode_text(tokens)
+                    feats = encode(tokens)
             else:
-                feats = model.encode_text(tokens)
+                feats = encode(tokens)
             out.append(F.normalize(feats.float(), dim=-1).cpu())
             if progress is not None:
                 progress(min(start + batch_size, len(flat)), len(flat))
     feats = torch.cat(out) if out else torch.zeros(0, 1)
+    if order != list(range(len(flat))):
+        unsorted = torch.empty_like(feats)
+        unsorted[torch.tensor(order)] = feats
+        feats = unsorted
     dim = feats.shape[1]
     summed = torch.zeros(len(prompts), dim).index_add_(0, owners, feats)
     return F.normalize(summed, dim=-1)
@@ -122,8 +191,11 @@ def class_embeddings(
     use_cache: bool = True,
     batch_size: int = 256,
     progress: Callable[[int, int], None] | None = None,
+    trim: bool = True,
 ) -> tuple[Any, bool]:
     """Class embeddings for the prompts, from the cache when possible.
+
+    ``trim``: see :func:`encode_prompts` (the same embeddings, encoded faster).
 
     Returns:
         (tensor [classes, dim], whether it came from the cache)
@@ -141,7 +213,7 @@ def class_embeddings(
             emb = _read_cache(path, len(prompts))
             if emb is not None:
                 return emb, True
-    emb = encode_prompts(loaded, prompts, batch_size=batch_size, progress=progress)
+    emb = encode_prompts(loaded, prompts, batch_size=batch_size, progress=progress, trim=trim)
     if path is not None:
         from safetensors.torch import save
 
