@@ -7,11 +7,33 @@ _biotrove() {
     cmd=""
     for ((i=1; i<COMP_CWORD; i++)); do
         case "${COMP_WORDS[i]}" in
-            completion|eval|export|info|presets|shard|train) cmd="${COMP_WORDS[i]}"; break;;
+            classify|completion|demo|eval|export|info|presets|shard|train) cmd="${COMP_WORDS[i]}"; break;;
         esac
     done
     case "$cmd:$prev" in
+        classify:--model|classify:-m) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        classify:--labels) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        classify:--within) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        classify:--checklist) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        classify:--rank) COMPREPLY=($(compgen -W "kingdom phylum class order family genus species" -- "$cur")); return;;
+        classify:-k|classify:--top-k) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        classify:--min-confidence) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        classify:--text-type) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        classify:--templates) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        classify:--arch) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        classify:--batch-size) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        classify:--device) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        classify:--precision) COMPREPLY=($(compgen -W "auto fp32 bf16" -- "$cur")); return;;
+        classify:--workers) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        classify:--format) COMPREPLY=($(compgen -W "auto table csv json jsonl parquet" -- "$cur")); return;;
+        classify:--output|classify:-o) COMPREPLY=($(compgen -f -- "$cur")); return;;
         completion:--write) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        demo:--out) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        demo:--species) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        demo:--images-per-species) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        demo:--steps) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        demo:--nproc-per-node) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        demo:--seed) COMPREPLY=($(compgen -f -- "$cur")); return;;
         eval:--model|eval:-m) COMPREPLY=($(compgen -f -- "$cur")); return;;
         eval:--data) COMPREPLY=($(compgen -f -- "$cur")); return;;
         eval:--images) COMPREPLY=($(compgen -f -- "$cur")); return;;
@@ -94,8 +116,10 @@ _biotrove() {
         train:--output|train:-o) COMPREPLY=($(compgen -f -- "$cur")); return;;
     esac
     case "$cmd" in
-        "") COMPREPLY=($(compgen -W "completion eval export info presets shard train --version --quiet -q --verbose -v --help -h" -- "$cur"));;
+        "") COMPREPLY=($(compgen -W "classify completion demo eval export info presets shard train --version --quiet -q --verbose -v --help -h" -- "$cur"));;
+        classify) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--model -m --labels --within --checklist --rank -k --top-k --min-confidence --recursive -r --text-type --templates --no-cache --arch --batch-size --device --precision --workers --format --output -o --resume --strict --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
         completion) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--write --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+        demo) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--out --species --images-per-species --steps --nproc-per-node --seed --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
         eval) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--model -m --data --images --split --limit --ranks --mode --text-type --templates --labels --no-cache --arch --batch-size --device --precision --workers --nproc-per-node --format --output -o --per-class --confusion --plot --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
         export) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--out --dtype --labels --arch --format --verify --no-verify --force --text-type --templates --device --batch-size --report --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
         info) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--format --output -o --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;

@@ -66,6 +66,7 @@ def _register() -> None:
     from biotrove_cli.cli import (  # noqa: F401
         classify,
         completion,
+        demo,
         eval,
         export,
         info,
@@ -86,7 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rv = command.main(args=args, prog_name="biotrove", standalone_mode=False)
         # click returns the exit code of an Exit (e.g. 130 after Ctrl-C) in this mode
-        return rv if isinstance(rv, int) else 0
+        code = rv if isinstance(rv, int) else 0
+        if code == 130:
+            console.err().print("Interrupted.")
+        return code
     except click.exceptions.Exit as exc:
         return int(exc.exit_code or 0)
     except click.exceptions.Abort:

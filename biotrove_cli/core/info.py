@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,8 +53,12 @@ def describe(path: str | Path) -> Report:
             from biotrove_cli.core.data.shards import describe_shard_folder
 
             return describe_shard_folder(path)
+        from biotrove_cli.core.data.images import is_image_path
+
+        if any(is_image_path(p) for p in _walk_files(path, limit=10_000)):
+            return describe_image_folder(path)
         raise InputError(
-            f"{path}: not a shard folder, run folder or model bundle",
+            f"{path}: not a shard folder, run folder, model bundle or photo folder",
             hint="shard folders hold manifest.json; runs hold checkpoints/; "
             "bundles hold open_clip_config.json",
         )
@@ -63,12 +68,70 @@ def describe(path: str | Path) -> Report:
     return describe_checkpoint(path)
 
 
+def _walk_files(folder: Path, limit: int | None = None):
+    n = 0
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            yield Path(root) / name
+            n += 1
+            if limit is not None and n >= limit:
+                return
+
+
+def describe_image_folder(path: Path, sample: int = 200) -> Report:
+    """A folder of photos: how many of each format, how big, and a sample of their sizes."""
+    from collections import Counter
+
+    from PIL import Image
+
+    from biotrove_cli.core.data.images import is_image_path
+
+    rep = Report("images", f"{path.name}: photo folder")
+    formats: Counter[str] = Counter()
+    total = 0
+    images = []
+    for p in _walk_files(path):
+        if is_image_path(p):
+            formats[p.suffix.lower().lstrip(".")] += 1
+            total += p.stat().st_size
+            images.append(p)
+    rep.add("photos", "count", len(images))
+    rep.add("photos", "formats", ", ".join(f"{k} {v}" for k, v in formats.most_common()))
+    rep.add("photos", "total size", human_size(total))
+    sizes: Counter[tuple[int, int]] = Counter()
+    unreadable = 0
+    step = max(1, len(images) // sample)
+    for p in images[::step][:sample]:
+        try:
+            with Image.open(p) as im:
+                sizes[im.size] += 1
+        except Exception:  # a broken photo is a finding here, not an error
+            unreadable += 1
+    common = ", ".join(f"{w}x{h} ({n})" for (w, h), n in sizes.most_common(4))
+    rep.add("sample", "photos read", sum(sizes.values()) + unreadable)
+    rep.add("sample", "most common sizes", common)
+    rep.add("sample", "unreadable", unreadable)
+    rep.document = {"photos": len(images), "formats": dict(formats), "bytes": total}
+    return rep
+
+
 def describe_table(path: Path) -> Report:
+    from biotrove_cli.core.errors import SchemaError
     from biotrove_cli.core.taxonomy.labelbank import LabelBank
     from biotrove_cli.core.taxonomy.rank import RANKS
-    from biotrove_cli.core.taxonomy.readers import read_metadata
+    from biotrove_cli.core.taxonomy.readers import _read_table, read_metadata
 
-    meta = read_metadata(path)
+    try:
+        meta = read_metadata(path)
+    except SchemaError:
+        # not metadata (e.g. an eval report): still say what the table holds
+        table = _read_table(path)
+        rep = Report("table", f"{path.name}: table")
+        rep.add("table", "rows", table.num_rows)
+        rep.add("table", "columns", ", ".join(table.column_names))
+        rep.document = {"rows": table.num_rows, "columns": table.column_names}
+        return rep
     bank = LabelBank.from_taxa(meta.taxa())
     rep = Report("metadata", f"{path.name}: {meta.schema} metadata")
     rep.add("table", "schema", meta.schema)
