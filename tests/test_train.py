@@ -337,3 +337,55 @@ def test_a_dead_worker_stops_the_job_and_max_restarts_resumes(tmp_path, train_sh
     assert proc.returncode == 0, err
     assert "resuming from" in err
     assert [m["step"] for m in _metrics(run2) if m["kind"] == "train"][-1] == 40
+
+
+def test_random_text_type_is_the_reference_choice():
+    import random
+
+    from biotrove_cli.core.training.data import step_text_type
+
+    for step in range(200):
+        random.seed(step)  # BioTrove/BioCLIP train.py: random.seed(step); random.choice([...])
+        ref = random.choice(["sci", "com", "taxon", "sci_com", "taxon_com"])
+        assert step_text_type("random", step) == ref
+    assert step_text_type("taxonTag", 7) == "taxonTag"
+
+
+def test_no_weight_decay_on_gains_biases_and_logit_scale(tiny_model):
+    from biotrove_cli.core.training.loop import param_groups
+
+    groups = param_groups(tiny_model.model, wd=0.2)
+    named = dict(tiny_model.model.named_parameters())
+    decayed = {id(p) for p in groups[1]["params"]}
+    assert groups[0]["weight_decay"] == 0.0 and groups[1]["weight_decay"] == 0.2
+    assert id(named["logit_scale"]) not in decayed
+    assert all(id(p) not in decayed for n, p in named.items() if p.ndim < 2 or "bias" in n)
+    assert id(named["visual.conv1.weight"]) in decayed
+
+
+def test_gradient_accumulation_and_per_sample_text_types(cli, tmp_path, train_shards):
+    run = tmp_path / "run"
+    code, out, err = cli(
+        "train",
+        *TINY,
+        "--data",
+        train_shards,
+        "--run-dir",
+        run,
+        "--steps",
+        "3",
+        "--workers",
+        "0",
+        "--batch-size",
+        "16",
+        "optim.accum=2",
+        "data.text_type=random-per-sample",
+        "--format",
+        "json",
+    )
+    assert code == 0, err
+    steps = [m for m in _metrics(run) if m["kind"] == "train"]
+    assert [m["step"] for m in steps] == [1, 2, 3]
+    assert {m["text_type"] for m in steps} == {"per-sample"}
+    cfg = (run / "config.yaml").read_text()
+    assert "accum: 2" in cfg and "text_type: random-per-sample" in cfg
