@@ -353,9 +353,9 @@ def test_bad_rows_are_counted_with_correct_denominators(
     assert rec["species"]["n_blank"] == 2 and rec["species"]["n_not_in_bank"] == 1
     assert rec["species"]["n_unreadable"] == 3
     assert doc["models"][0]["unreadable"] == {"truncated": 1, "not_image": 1, "missing": 1}
-    assert "3 unreadable images skipped" in err
-    assert "that the label bank lacks" in err and "unknownii" in err
-    assert "have no species" in err
+    assert "3 images unreadable, skipped" in err
+    assert "with a species the label bank lacks" in err and "unknownii" in err
+    assert "2 images without a species left out" in err
 
 
 @pytest.mark.parametrize(

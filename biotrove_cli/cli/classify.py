@@ -186,12 +186,12 @@ def classify_cmd(
     s = job.summary
     level, kind = ("label", "labels") if job.clf.is_custom else (cfg.rank.value, "species")
     console.step(
-        f"classifying {len(job.files)} images at {level} level over {s.n_labels} {kind} "
+        f"classifying {_n(len(job.files), 'image')} at {level} level over {s.n_labels} {kind} "
         f"({s.model.get('arch')}, {cfg.device}, {s.model.get('precision')}, class texts "
         f"{'from the cache' if s.text_cached else 'encoded'})"
     )
     if s.n_skipped:
-        console.info(f"resuming: {s.n_skipped} images already in {output}")
+        console.info(f"resuming: {_n(s.n_skipped, 'image')} already in {output}")
     sink = RecordSink(
         fmt,
         output,
@@ -222,7 +222,11 @@ def classify_cmd(
             + ")"
         )
     console.info(
-        f"classified {s.n_classified} images in {s.seconds:.1f} s{rate}{errors}"
+        f"classified {_n(s.n_classified, 'image')} in {s.seconds:.1f} s{rate}{errors}"
         + (f"; {s.n_skipped} already done" if s.n_skipped else "")
         + (f"; wrote {output}" if to_file else "")
     )
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")

@@ -692,6 +692,10 @@ def build_records(models: list[ModelTally], cfg: EvalConfig) -> list[dict[str, A
     return records
 
 
+def _images(n: int) -> str:
+    return f"{n} image" + ("" if n == 1 else "s")
+
+
 def _notes(models: list[ModelTally], cfg: EvalConfig) -> list[str]:
     """Plain sentences about excluded rows, for stderr."""
     notes: list[str] = []
@@ -702,18 +706,20 @@ def _notes(models: list[ModelTally], cfg: EvalConfig) -> list[str]:
     for rank in cfg.ranks:
         t = m.tallies[(mode, rank)]
         if t.n_blank:
-            notes.append(f"{t.n_blank} images have no {rank.value} and are left out at that rank")
+            notes.append(
+                f"{_images(t.n_blank)} without a {rank.value} left out of the {rank.value} metrics"
+            )
         if t.n_not_in_bank:
             ex = ", ".join(t.not_in_bank_examples)
             notes.append(
-                f"{t.n_not_in_bank} images have a {rank.value} that the label bank lacks "
-                f"(e.g. {ex}); they are left out of the {rank.value} metrics"
+                f"{_images(t.n_not_in_bank)} with a {rank.value} the label bank lacks "
+                f"(e.g. {ex}) left out of the {rank.value} metrics"
             )
     bad = sum(m.unreadable.values())
     if bad:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(m.unreadable.items()))
         ex = "; ".join(m.unreadable_examples[:3])
-        notes.append(f"{bad} unreadable images skipped ({reasons}; e.g. {ex})")
+        notes.append(f"{_images(bad)} unreadable, skipped ({reasons}; e.g. {ex})")
     return notes
 
 
