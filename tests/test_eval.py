@@ -678,3 +678,29 @@ def test_a_truncated_shard_is_counted_once_not_fatal(tmp_path, small_world, tiny
     rec = result.records[0]
     assert 15 <= rec["n_images"] < 30  # the whole first shard, part of the second
     assert any("unreadable" in n for n in result.notes)
+
+
+@pytest.mark.parametrize(
+    "workers, device, params, cores, expected",
+    [
+        (3, "cpu", None, 2, 3),  # as given
+        (None, "cuda", 86_000_000, 16, 15),  # the GPU outpaces decoding
+        (None, "cpu", 86_000_000, 2, 0),  # a ViT-B on 2 cores: decode in-process
+        (None, "cpu", 86_000_000, 16, 4),
+        (None, "cpu", 400_000, 2, 1),  # a tiny tower is decode-bound
+        (None, "cpu", 400_000, 16, 8),
+    ],
+)
+def test_auto_workers(monkeypatch, workers, device, params, cores, expected):
+    import torch
+
+    from biotrove_cli.core.evaluation.zeroshot import cpu_threads, resolve_workers
+
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    got = resolve_workers(workers, device, params)
+    assert got == expected
+    before = torch.get_num_threads()
+    with cpu_threads(got, device):
+        if device == "cpu" and got:
+            assert torch.get_num_threads() == min(before, max(1, cores - got))
+    assert torch.get_num_threads() == before

@@ -50,7 +50,8 @@ AutoWorkersOpt = Annotated[
         min=0,
         metavar="N",
         help="Image decoding worker processes (0 = in-process). Default auto: on CUDA all "
-        "cores but one; on a CPU a quarter of the cores, the model's threads get the rest.",
+        "cores but one; on a CPU a quarter of the cores for large image towers, half for "
+        "small ones; the model's threads get the rest.",
         show_default=False,
         rich_help_panel="Compute",
     ),

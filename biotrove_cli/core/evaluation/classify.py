@@ -461,7 +461,7 @@ class ClassifyJob:
             progress(0, total)
         if not self.files:
             return
-        workers = resolve_workers(cfg.workers, self.encoder.device)
+        workers = resolve_workers(cfg.workers, self.encoder.device, self.encoder.params)
         loader = DataLoader(
             FileDataset(self.files, self.loaded.preprocess, self.loaded.image_size),
             batch_size=cfg.batch_size,

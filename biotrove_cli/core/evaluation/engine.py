@@ -568,7 +568,7 @@ def score_model(
         tally.severity[mode] = SeverityTally()
     s2c = {r: np.asarray(ds.bank.classes(r).species_to_class, dtype=np.int64) for r in RANKS}
     truth_of = TruthIndex(ds.bank, ranks)
-    workers = resolve_workers(cfg.workers, encoder.device)
+    workers = resolve_workers(cfg.workers, encoder.device, encoder.params)
     loader = make_loader(
         ds,
         loaded.preprocess,

@@ -84,18 +84,25 @@ def resolve_precision(precision: str, device: Any) -> str:
     return precision
 
 
-def resolve_workers(workers: int | None, device: Any) -> int:
+SMALL_TOWER = 20_000_000  # image-tower parameters below which decoding is the bottleneck
+
+
+def resolve_workers(workers: int | None, device: Any, image_tower_params: int | None = None) -> int:
     """Decoding worker processes: as given, or ``auto`` (None).
 
-    On CUDA the GPU outpaces decoding, so all cores but one decode. On a CPU the image tower
-    is the bottleneck and competes with the decoders for the same cores, so a quarter of them
-    decode (none on a 2-core machine, where decoding in-process costs a few percent).
+    On CUDA the GPU outpaces decoding, so all cores but one decode. On a CPU the decoders
+    compete with the image tower for the same cores: a large tower (ViT-B and up) is the
+    bottleneck, so a quarter of the cores decode (none on a 2-core machine, where decoding
+    in-process costs a few percent); a small tower encodes faster than JPEGs decode, so half
+    of the cores do (at least one).
     """
     if workers is not None:
         return max(0, int(workers))
     cores = os.cpu_count() or 1
     if str(getattr(device, "type", device)).startswith("cuda"):
         return max(1, min(16, cores - 1))
+    if image_tower_params is not None and image_tower_params < SMALL_TOWER:
+        return max(1, cores // 2)
     return cores // 4
 
 
@@ -130,6 +137,7 @@ class ImageEncoder:
         self.precision = resolve_precision(precision, self.device)
         self.cuda = self.device.type == "cuda"
         self.visual = loaded.model.visual
+        self.params = sum(p.numel() for p in self.visual.parameters())
         self.dtype = torch.float32
         if self.precision == "bf16" and not self.cuda:
             # a bf16 copy of the image tower: oneDNN runs it on AMX/AVX512-bf16; autocast would
