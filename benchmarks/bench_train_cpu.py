@@ -4,7 +4,8 @@
 
 Builds (once, cached in --work) a sample world and real shards with ``biotrove shard``
 (224 px JPEGs, the usual shard size), then trains the tiny architecture for the same number of
-steps, same batch size, same data workers, fp32, with:
+steps, same batch size, same data workers, fp32, one epoch of resampled data (the BioTrove
+recipe's data mode; an epoch is ``steps x batch`` samples), with:
 
 * stock ``open_clip_train.main`` (``--dataset-type webdataset``; the tiny config is registered
   with ``open_clip.add_model_config``, nothing else changes), and
@@ -81,6 +82,7 @@ def run_stock(shards: Path, work: Path, steps: int, batch: int, workers: int) ->
     args = [
         "--dataset-type",
         "webdataset",
+        "--dataset-resampled",
         "--train-data",
         pattern,
         "--train-num-samples",
@@ -144,9 +146,13 @@ def run_biotrove(shards: Path, work: Path, steps: int, batch: int, workers: int)
             str(batch),
             "--workers",
             str(workers),
+            "--epochs",
+            "1",
             "log_every=1",
             "save_every=0",
             "optim.warmup=20",
+            "data.resampled=true",
+            f"data.num_samples={steps * batch}",
             "--format",
             "json",
         ],

@@ -41,7 +41,22 @@ def init_process_group(device_type: str, timeout_s: float = 1800.0) -> DistEnv:
     env = dist_env()
     if env.is_distributed and not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
+        timeout = datetime.timedelta(seconds=timeout_s)
+        if os.environ.get("TORCHELASTIC_RUN_ID") is not None:
+            # torchrun keeps one store across worker restarts: without a per-restart namespace
+            # a restarted rank can read a dead peer's address from the previous round and fail
+            # to connect ("Connection refused")
+            from torch.distributed.rendezvous import rendezvous
+
+            store, rank, world = next(
+                rendezvous("env://", env.rank, env.world_size, timeout=timeout)
+            )
+            store = dist.PrefixStore(f"biotrove/restart-{env.restart_count}", store)
+            dist.init_process_group(
+                backend=backend, store=store, rank=rank, world_size=world, timeout=timeout
+            )
+        else:
+            dist.init_process_group(backend=backend, timeout=timeout)
     return env
 
 

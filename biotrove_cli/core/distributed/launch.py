@@ -78,6 +78,18 @@ class LaunchConfig:
         return [*args, "--module", module, *module_args]
 
 
+def _describe_failure(rank: int, exitcode: int) -> str:
+    import signal
+
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        return f"rank {rank} was killed by {name}"
+    return f"rank {rank} exited with code {exitcode}"
+
+
 def launch(module: str, module_args: list[str], cfg: LaunchConfig) -> None:
     """Start the workers and wait for them; raise LaunchError/PreemptedError on failure."""
     cfg.validate()
@@ -102,16 +114,14 @@ def launch(module: str, module_args: list[str], cfg: LaunchConfig) -> None:
     try:
         run(args)
     except ChildFailedError as exc:
-        failures = exc.failures  # local rank -> ProcessFailure
+        failures = exc.failures  # global rank -> ProcessFailure
         codes = {f.exitcode for f in failures.values()}
         if codes == {PreemptedError.exit_code}:
             raise PreemptedError(
                 "training was preempted; a checkpoint was saved",
                 hint="requeue the job, or run the same command with --resume latest",
             ) from None
-        parts = []
-        for _, f in sorted(failures.items()):
-            parts.append(f"rank {f.rank} exited with code {f.exitcode}")
+        parts = [_describe_failure(rank, f.exitcode) for rank, f in sorted(failures.items())]
         raise LaunchError(
             "a worker failed: " + "; ".join(parts),
             hint="the failing rank's error is printed above; the job was stopped on every "

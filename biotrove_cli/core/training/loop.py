@@ -279,11 +279,36 @@ def build_training_model(cfg: TrainConfig, device: str, precision: str) -> tuple
         del source
     if cfg.model.grad_checkpointing:
         model.set_grad_checkpointing(True)
+    trim_text_padding(model)
     model.to(device)
     pcfg = PreprocessCfg(**open_clip.get_model_preprocess_cfg(model))
     transform = image_transform_v2(pcfg, is_train=True)
     tokenizer = open_clip.get_tokenizer(arch)
     return model, transform, tokenizer
+
+
+def trim_text_padding(model: Any) -> bool:
+    """Run the text tower only up to each batch's longest caption (exact, much cheaper).
+
+    CLIP's text tower attends causally and pools at the end-of-text token, so the padding after
+    it changes neither the features nor any gradient; taxonomic captions fill about half of the
+    77-token context. Installed as the instance's ``encode_text`` so that ``forward`` (and DDP's
+    hooks around it) stay as they are. Returns False for text towers it does not apply to.
+    """
+    import torch.nn.functional as F
+
+    from biotrove_cli.core.evaluation.text import trimmed_text_encoder
+
+    encode = trimmed_text_encoder(model)
+    if encode is None:
+        return False
+
+    def encode_text(text: Any, normalize: bool = False) -> Any:
+        features = encode(text)
+        return F.normalize(features, dim=-1) if normalize else features
+
+    model.encode_text = encode_text
+    return True
 
 
 def _unwrap(model: Any) -> Any:
@@ -401,6 +426,12 @@ def train(
     is_main = rank == 0
     if device.startswith("cuda"):
         torch.cuda.set_device(device)
+    else:
+        # the node's cores are shared by its training processes and their data workers;
+        # more intra-op threads than cores stall every operator (oversubscribed OpenMP)
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        share = max(1, (os.cpu_count() or 1) // local - min(cfg.data.workers, 1))
+        torch.set_num_threads(share)
     precision = resolve_precision(cfg, device)
     run_dir = Path(cfg.run_dir)
     cfg_dict = configlib.to_dict(cfg)
@@ -456,7 +487,8 @@ def train(
         lr=cfg.optim.lr,
         betas=(cfg.optim.beta1, cfg.optim.beta2),
         eps=cfg.optim.eps,
-        **({"fused": True} if device.startswith("cuda") and precision != "bf16" else {}),
+        # fused AdamW (one kernel over all parameters) exists for CUDA and CPU float tensors
+        **({"fused": True} if precision != "bf16" else {}),
     )
     scaler = (
         torch.amp.GradScaler("cuda") if precision == "amp" and device.startswith("cuda") else None
