@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -114,11 +115,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", type=int, default=0)
     args = parser.parse_args(argv)
     console.configure(quiet=args.quiet, verbose=args.verbose)
+    return worker_boundary(lambda: run_training(args.config, args.resume, args.allow_config_change))
+
+
+def worker_boundary(body: Callable[[], Any]) -> int:
+    """The error boundary of a torchrun worker (as ``main()`` is for the CLI): a BiotroveError
+    becomes ``Error:`` (prefixed with the rank off rank 0) and ``Hint:`` lines and its exit
+    code; Ctrl-C exits 130; ``BIOTROVE_DEBUG=1`` re-raises for the traceback."""
     from biotrove_cli.core.errors import BiotroveError
 
     rank = os.environ.get("RANK", "0")
     try:
-        run_training(args.config, args.resume, args.allow_config_change)
+        body()
         return 0
     except BiotroveError as exc:
         if os.environ.get("BIOTROVE_DEBUG"):

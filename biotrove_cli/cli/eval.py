@@ -7,7 +7,6 @@ Also the entry point torchrun starts on each rank for ``--nproc-per-node N``:
 from __future__ import annotations
 
 import math
-import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -458,14 +457,13 @@ def _worker_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     console.configure(quiet=args.quiet)
+    from biotrove_cli.cli._worker import worker_boundary
     from biotrove_cli.core.distributed.env import destroy_process_group, init_process_group
-    from biotrove_cli.core.errors import BiotroveError
     from biotrove_cli.core.evaluation.engine import EvalConfig, evaluate
     from biotrove_cli.core.io import atomic_write_json, read_json
     from biotrove_cli.output import progress
 
-    rank = os.environ.get("RANK", "0")
-    try:
+    def body() -> None:
         cfg = EvalConfig.from_dict(read_json(args.worker_config))
         device_type = "cuda" if cfg.device.startswith("cuda") else "cpu"
         env = init_process_group(device_type)
@@ -479,15 +477,8 @@ def _worker_main(argv: list[str] | None = None) -> int:
         if result is not None:
             atomic_write_json(args.worker_result, result.payload())
         destroy_process_group()
-        return 0
-    except BiotroveError as exc:
-        if os.environ.get("BIOTROVE_DEBUG"):
-            raise
-        prefix = "" if rank == "0" else f"[rank {rank}] "
-        console.error(prefix + exc.message, exc.hint if rank == "0" else None)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
+
+    return worker_boundary(body)
 
 
 if __name__ == "__main__":
