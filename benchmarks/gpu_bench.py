@@ -1,8 +1,11 @@
-"""GPU training throughput: stock open_clip_train (synthetic data) vs biotrove train on real
-JPEG shards generated on the same machine. One short run, see ../shared/GPU.md.
+"""GPU measurements in one short run (see ../shared/GPU.md and benchmarks/gpu.sh):
+training against stock open_clip_train, eval and classify throughput. All data is generated on
+the machine itself (the sample world: 500x375 JPEG photos, and 224 px shards of them).
 
-    python3 benchmarks/gpu_train.py --out RESULTS_DIR [--steps 40] [--batch-size 512]
-    python3 benchmarks/gpu_train.py --out /tmp/smoke --smoke      # CPU smoke test of the script
+    python3 benchmarks/gpu_bench.py --out RESULTS_DIR [--steps 40] [--batch-size 512]
+    python3 benchmarks/gpu_bench.py --out /tmp/smoke --smoke      # CPU smoke test of the script
+
+Training: stock open_clip_train (synthetic data) vs biotrove train on real JPEG shards.
 
 Measures ViT-B-16, batch 512 per GPU, bf16 autocast, local loss + gather with grad:
 
@@ -16,6 +19,11 @@ Measures ViT-B-16, batch 512 per GPU, bf16 autocast, local loss + gather with gr
 
 Prints samples/s (median of the steps after warm-up), peak GPU memory and the ratio to stock,
 and writes results.json and the logs into --out. Target: >= 1.8x stock on the same card.
+
+Eval: ``biotrove eval`` of ViT-B-16 (random weights) over the 224 px shards, all ranks, bf16
+autocast (target: 5,000 images/s end to end on one H100/H200).
+Classify: ``biotrove classify`` of the ~500x375 photo files with ViT-B-16 over the demo label
+bank (target: 2,000 images/s).
 """
 
 from __future__ import annotations
@@ -211,6 +219,82 @@ def run_biotrove(
     }
 
 
+def run_eval(out: Path, shards: Path, arch: str, device: str, batch: int, workers: int) -> dict:
+    result = out / "eval.json"
+    args = [
+        sys.executable,
+        "-m",
+        "biotrove_cli",
+        "-q",
+        "eval",
+        "--model",
+        f"{arch}:random",
+        "--data",
+        str(shards),
+        "--split",
+        "train",
+        "--device",
+        device,
+        "--batch-size",
+        str(batch),
+        "--workers",
+        str(workers),
+        "--format",
+        "json",
+        "-o",
+        str(result),
+    ]
+    t0 = time.perf_counter()
+    proc = subprocess.run(args, capture_output=True, text=True)
+    (out / "eval.stderr.log").write_text(proc.stderr)
+    if proc.returncode != 0:
+        return {"error": proc.stderr[-2000:]}
+    doc = json.loads(result.read_text())
+    timings = (doc.get("models") or [{}])[0].get("timings", {})
+    return {
+        "images_per_s": timings.get("images_per_s"),
+        "wall_s": time.perf_counter() - t0,
+        "images": doc["records"][0]["n_images"],
+    }
+
+
+def run_classify(out: Path, images: Path, arch: str, device: str, batch: int, workers: int) -> dict:
+    result = out / "predictions.csv"
+    labels = REPO / "biotrove_cli" / "resources" / "demo_species.csv"
+    args = [
+        sys.executable,
+        "-m",
+        "biotrove_cli",
+        "classify",
+        str(images),
+        "--model",
+        f"{arch}:random",
+        "--labels",
+        str(labels),
+        "--device",
+        device,
+        "--batch-size",
+        str(batch),
+        "--workers",
+        str(workers),
+        "-k",
+        "1",
+        "-o",
+        str(result),
+    ]
+    t0 = time.perf_counter()
+    proc = subprocess.run(args, capture_output=True, text=True)
+    (out / "classify.stderr.log").write_text(proc.stderr)
+    if proc.returncode != 0:
+        return {"error": proc.stderr[-2000:]}
+    m = re.search(r"classified (\d+) images? in ([\d.]+) s \(([\d.]+) images/s\)", proc.stderr)
+    return {
+        "images_per_s": float(m.group(3)) if m else None,
+        "images": int(m.group(1)) if m else None,
+        "wall_s": time.perf_counter() - t0,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
@@ -227,7 +311,8 @@ def main() -> None:
     if args.smoke:
         arch, precision, warm = "biotrove-tiny", "fp32", 2
         args.steps, args.batch_size, args.workers, args.per_species = 6, 16, 1, 6
-    work = Path(os.environ.get("BIOTROVE_BENCH_WORK", "/tmp/biotrove-gpu-bench"))
+    default_work = f"/tmp/biotrove-gpu-bench{'-smoke' if args.smoke else ''}"
+    work = Path(os.environ.get("BIOTROVE_BENCH_WORK", default_work))
     t0 = time.perf_counter()
     shards = build_shards(work, args.per_species, 64 if args.smoke else 224)
     print(f"shards ready in {time.perf_counter() - t0:.0f}s: {shards}", flush=True)
@@ -258,6 +343,14 @@ def main() -> None:
             extra,
         )
         print(f"{name}: {results[name]}", flush=True)
+    device = "cpu" if args.smoke else "cuda"
+    inference = {
+        "eval": run_eval(args.out, shards, arch, device, 16 if args.smoke else 1024, args.workers),
+        "classify": run_classify(
+            args.out, work / "images", arch, device, 16 if args.smoke else 512, args.workers
+        ),
+    }
+    results["inference"] = inference
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     base = results["stock"].get("samples_per_s")
     print(
@@ -266,12 +359,21 @@ def main() -> None:
     )
     print(f"{'trainer':<38}{'samples/s':>11}{'peak GiB':>10}{'vs stock':>10}")
     for name, r in results.items():
+        if name == "inference":
+            continue
         if "error" in r:
             print(f"{name:<38}{'failed':>11}   see {name}.stderr.log")
             continue
         mem = f"{r['max_mem_gb']:.1f}" if r.get("max_mem_gb") else "-"
         ratio = f"{r['samples_per_s'] / base:.2f}x" if base else "-"
         print(f"{name:<38}{r['samples_per_s']:>11.0f}{mem:>10}{ratio:>10}")
+
+    print(f"\n{arch} inference, {device}, random weights")
+    for name, r in inference.items():
+        if "error" in r:
+            print(f"{name:<10} failed: see {name}.stderr.log")
+        else:
+            print(f"{name:<10} {r['images_per_s'] or 0:>10.0f} images/s over {r['images']} images")
 
 
 if __name__ == "__main__":
