@@ -64,7 +64,7 @@ def test_demo_runs_the_whole_pipeline_and_learns(tmp_path):
     predictions = next(t for t in tables if t and "prediction" in t[0])
     assert {Path(r["path"]).name for r in predictions} >= {"IMG_0001.jpg"}
     # every path the demo printed exists, and `biotrove info` describes it
-    printed = re.findall(r"^\s+(/\S+)\s+\(", result.stderr, flags=re.M)
+    printed = re.findall(r"^ {4}(\S+)\s+\(", result.stderr, flags=re.M)
     assert len(printed) >= 5
     for path in printed:
         assert Path(path).exists(), path

@@ -63,7 +63,7 @@ def demo_cmd(
     from biotrove_cli.output import console, progress
 
     t0 = time.time()
-    out = out.resolve()
+    out = Path(os.path.relpath(out)) if not out.is_absolute() else out  # short paths in tables
     nproc = nproc or (2 if (os.cpu_count() or 1) >= 2 else 1)
     shards, run, model = out / "shards", out / "run", out / "model"
 
