@@ -37,15 +37,6 @@ def presets_cmd(
         format,
         output,
         title="Training presets",
-        table_columns=[
-            "preset",
-            "description",
-            "arch",
-            "init",
-            "epochs",
-            "batch_size",
-            "lr",
-            "precision",
-            "command",
-        ],
+        table_columns=["preset", "summary", "arch", "init", "epochs", "batch_size", "lr",
+                       "precision"],
     )

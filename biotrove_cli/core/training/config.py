@@ -166,7 +166,8 @@ def preset_records() -> list[dict]:
         rows.append(
             {
                 "preset": name,
-                "description": head["description"],
+                "summary": head["description"].split(";")[0],
+            "description": head["description"],
                 "arch": cfg.model.arch,
                 "init": cfg.model.init,
                 "epochs": cfg.epochs,
