@@ -253,9 +253,10 @@ class RecordSink:
         cols = self.table_columns or self.columns or []
         table = Table(title=self.title, show_lines=False, header_style="bold")
         for c in cols:
-            numeric = any(
-                isinstance(r.get(c), (int, float)) and not isinstance(r.get(c), bool)
-                for r in self._rows[:50]
+            # right-align only all-number columns (key/value tables mix kinds: keep them left)
+            values = [r.get(c) for r in self._rows[:200] if r.get(c) not in (None, "")]
+            numeric = bool(values) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
             )
             table.add_column(c, justify="right" if numeric else "left", overflow="fold")
         for r in self._rows:
