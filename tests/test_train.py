@@ -389,3 +389,33 @@ def test_gradient_accumulation_and_per_sample_text_types(cli, tmp_path, train_sh
     assert {m["text_type"] for m in steps} == {"per-sample"}
     cfg = (run / "config.yaml").read_text()
     assert "accum: 2" in cfg and "text_type: random-per-sample" in cfg
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_sigusr1_to_the_launcher_preempts_every_rank(tmp_path, train_shards):
+    run = tmp_path / "run"
+    proc = _start(
+        "train",
+        *TINY,
+        "--data",
+        train_shards,
+        "--run-dir",
+        run,
+        "--steps",
+        "500",
+        "--nproc-per-node",
+        "2",
+        "--batch-size",
+        "16",
+        "--workers",
+        "0",
+        "save_every=1000",
+    )
+    _wait_for(lambda: (run / "metrics.jsonl").exists() and len(_metrics(run)) >= 3, proc=proc)
+    proc.send_signal(signal.SIGUSR1)  # what SLURM sends before preempting (--signal=USR1@N)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 75, err
+    assert "stopped by SIGUSR1" in err and "--resume latest" in err
+    assert "[rank 1]" not in err  # one report, not one per rank
+    assert _ckpts(run) and json.loads((run / "run.json").read_text())["status"] == "preempted"

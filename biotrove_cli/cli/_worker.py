@@ -122,12 +122,19 @@ def worker_boundary(body: Callable[[], Any]) -> int:
     """The error boundary of a torchrun worker (as ``main()`` is for the CLI): a BiotroveError
     becomes ``Error:`` (prefixed with the rank off rank 0) and ``Hint:`` lines and its exit
     code; Ctrl-C exits 130; ``BIOTROVE_DEBUG=1`` re-raises for the traceback."""
-    from biotrove_cli.core.errors import BiotroveError
+    from biotrove_cli.core.errors import BiotroveError, PreemptedError
 
     rank = os.environ.get("RANK", "0")
     try:
         body()
         return 0
+    except PreemptedError as exc:
+        if os.environ.get("TORCHELASTIC_RUN_ID") is None:
+            raise  # one process: the CLI's boundary reports it
+        # under torchrun the launcher reports the preemption once; rank 0 adds the step
+        if rank == "0":
+            console.info(exc.message)
+        return exc.exit_code
     except BiotroveError as exc:
         if os.environ.get("BIOTROVE_DEBUG"):
             raise

@@ -11,6 +11,7 @@ raises a :class:`LaunchError` naming the failed rank and its exit code.
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass
 
 from biotrove_cli.core.errors import BiotroveError, PreemptedError, UsageError
@@ -30,6 +31,7 @@ class LaunchConfig:
     rdzv_backend: str = "c10d"
     max_restarts: int = 0
     monitor_interval: float = 0.5
+    shutdown_timeout: int = 300  # seconds the workers get to save after a signal
 
     @property
     def multi_node(self) -> bool:
@@ -61,6 +63,12 @@ class LaunchConfig:
             str(self.max_restarts),
             "--monitor-interval",
             str(self.monitor_interval),
+            # SLURM preemption sends SIGUSR1 (or SIGTERM): forward both to the workers, which
+            # save a checkpoint at the next step and exit 75; give them time to write it
+            "--signals-to-handle",
+            "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1",
+            "--shutdown-timeout",
+            str(self.shutdown_timeout),
         ]
         if self.multi_node:
             args += [
@@ -79,8 +87,6 @@ class LaunchConfig:
 
 
 def _describe_failure(rank: int, exitcode: int) -> str:
-    import signal
-
     if exitcode < 0:
         try:
             name = signal.Signals(-exitcode).name
@@ -110,9 +116,19 @@ def launch(module: str, module_args: list[str], cfg: LaunchConfig) -> None:
         "torch.distributed.elastic.agent.server.api",
     ):
         logging.getLogger(name).setLevel(logging.ERROR)
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+
     args = get_args_parser().parse_args(cfg.torchrun_args(module, module_args))
     try:
         run(args)
+    except SignalException as exc:
+        # the agent forwarded the signal and waited for the workers (they save, then exit)
+        if exc.sigval == signal.SIGINT:
+            raise KeyboardInterrupt from None
+        raise PreemptedError(
+            f"stopped by {exc.sigval.name}; the workers saved a checkpoint",
+            hint="requeue the job, or run the same command with --resume latest",
+        ) from None
     except ChildFailedError as exc:
         failures = exc.failures  # global rank -> ProcessFailure
         codes = {f.exitcode for f in failures.values()}
