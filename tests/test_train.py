@@ -274,7 +274,7 @@ def test_dry_run_reports_the_plan(cli, tmp_path, train_shards):
     rows = {r["key"]: r["value"] for r in json.loads(out)}
     assert (
         rows["shards"] >= 8
-        and rows["species"] == 8
+        and rows["species_in_dataset"] == 8
         and rows["total_steps"] == (rows["steps_per_epoch"] * 10)
     )
     assert not (tmp_path / "r").exists()

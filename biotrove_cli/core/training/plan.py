@@ -43,7 +43,7 @@ def dry_run(cfg: TrainConfig, world_size: int) -> list[dict[str, Any]]:
     return [
         {"key": "shards", "value": len(shards)},
         {"key": "samples_per_epoch", "value": num_samples},
-        {"key": "species", "value": len(bank) if bank is not None else None},
+        {"key": "species_in_dataset", "value": len(bank) if bank is not None else None},
         {"key": "processes", "value": world_size},
         {"key": "global_batch", "value": cfg.data.batch_size * world_size * cfg.optim.accum},
         {"key": "steps_per_epoch", "value": plan.steps_per_epoch},

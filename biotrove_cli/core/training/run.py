@@ -121,7 +121,10 @@ def describe_run(path: Path):
     rep.add("config", "data", data.get("train"))
     rep.add("config", "text_type", data.get("text_type"))
     rep.add("config", "batch_size", data.get("batch_size"))
-    rep.add("config", "epochs", cfg.get("epochs"))
+    if cfg.get("max_steps"):
+        rep.add("config", "steps", cfg.get("max_steps"))
+    else:
+        rep.add("config", "epochs", cfg.get("epochs"))
     rep.add("config", "precision", cfg.get("precision"))
     ckpts = list_checkpoints(path)
     latest = resolve_latest(path)
