@@ -37,6 +37,14 @@ def presets_cmd(
         format,
         output,
         title="Training presets",
-        table_columns=["preset", "summary", "arch", "init", "epochs", "batch_size", "lr",
-                       "precision"],
+        table_columns=[
+            "preset",
+            "summary",
+            "arch",
+            "init",
+            "epochs",
+            "batch_size",
+            "lr",
+            "precision",
+        ],
     )

@@ -167,7 +167,7 @@ def preset_records() -> list[dict]:
             {
                 "preset": name,
                 "summary": head["description"].split(";")[0],
-            "description": head["description"],
+                "description": head["description"],
                 "arch": cfg.model.arch,
                 "init": cfg.model.init,
                 "epochs": cfg.epochs,
