@@ -9,35 +9,33 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared" / "data" / "biotrove"
+# the real BioTrove metadata, vendored so that every clone (and CI) tests against it
+SHARED = REPO / "tests" / "data" / "biotrove"
 RESOURCES = REPO / "biotrove_cli" / "resources"
 ARBORETUM = SHARED / "arboretum_sample_chunk1.parquet"
-INAT2021 = SHARED / "inat2021_categories.csv"
+INAT2021 = SHARED / "inat2021_categories.csv.gz"
 LIFESTAGES = SHARED / "lifestages_metadata.csv"
 DEMO_SPECIES = RESOURCES / "demo_species.csv"
 
 
-def _shared_or_skip(path: Path) -> Path:
-    # the shared data sits beside the checkout on developer machines and in CI; a copy of the
-    # package alone (e.g. an sdist) has only the demo bank, so say so plainly
-    if not path.is_file():
-        pytest.skip(f"shared metadata not found at {path}")
+def _vendored(path: Path) -> Path:
+    assert path.is_file(), f"the vendored BioTrove metadata is missing: {path}"
     return path
 
 
 @pytest.fixture
 def arboretum() -> Path:
-    return _shared_or_skip(ARBORETUM)
+    return _vendored(ARBORETUM)
 
 
 @pytest.fixture
 def inat2021() -> Path:
-    return _shared_or_skip(INAT2021)
+    return _vendored(INAT2021)
 
 
 @pytest.fixture
 def lifestages() -> Path:
-    return _shared_or_skip(LIFESTAGES)
+    return _vendored(LIFESTAGES)
 
 
 @pytest.fixture(autouse=True)

@@ -585,20 +585,10 @@ def test_bad_choices_are_usage_errors(cli, ddp_checkpoint, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def _has_command(name: str) -> bool:
-    import typer
-
-    from biotrove_cli.cli.app import app
-
-    return name in typer.main.get_command(app).commands
-
-
 @pytest.mark.slow
 def test_classify_cli_uses_the_bundle_alone(cli, fp16_bundle, tmp_path, monkeypatch):
     """The contract with `biotrove classify`: its default prompts are the bundled ones, so a
     bundle classifies with no label file and no text encoding."""
-    if not _has_command("classify"):
-        pytest.skip("biotrove classify is not part of this build")
     import csv
     import io
 

@@ -302,3 +302,21 @@ def test_bank_save_load_within_restrict_custom(tmp_path, demo_bank):
     empty.write_text("# nothing\n\n")
     with pytest.raises(InputError):
         LabelBank.load(empty)
+
+
+def test_compressed_csv_reads_like_the_plain_file(tmp_path, lifestages):
+    import gzip
+
+    plain = read_metadata(lifestages)
+    packed = tmp_path / "lifestages.csv.gz"
+    packed.write_bytes(gzip.compress(lifestages.read_bytes()))
+    again = read_metadata(packed)
+    assert [r.taxon for r in again.records] == [r.taxon for r in plain.records]
+    assert [r.path for r in again.records] == [r.path for r in plain.records]
+    from biotrove_cli.core.errors import InputError
+
+    odd = tmp_path / "x.parquet.gz"
+    odd.write_bytes(b"x")
+    with pytest.raises(InputError) as err:
+        read_metadata(odd)
+    assert "gzip" in err.value.hint

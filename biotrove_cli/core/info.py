@@ -62,8 +62,9 @@ def describe(path: str | Path) -> Report:
             hint="shard folders hold manifest.json; runs hold checkpoints/; "
             "bundles hold open_clip_config.json",
         )
-    suffix = path.suffix.lower()
-    if suffix in (".parquet", ".csv", ".tsv"):
+    from biotrove_cli.core.taxonomy.readers import table_suffix
+
+    if table_suffix(path) in (".parquet", ".pq", ".csv", ".tsv"):
         return describe_table(path)
     return describe_checkpoint(path)
 

@@ -340,7 +340,9 @@ class Dataset:
 
 
 def _is_table(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in TABLE_SUFFIXES
+    from biotrove_cli.core.taxonomy.readers import table_suffix
+
+    return path.is_file() and table_suffix(path) in TABLE_SUFFIXES
 
 
 def open_dataset(cfg: EvalConfig) -> Dataset:

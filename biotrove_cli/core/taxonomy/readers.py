@@ -65,6 +65,7 @@ SCHEMAS: dict[str, tuple[str, ...]] = {
     ),
 }
 SUPPORTED_SUFFIXES = (".parquet", ".pq", ".csv", ".tsv", ".txt")
+COMPRESSED = (".gz", ".bz2")
 
 
 @dataclass
@@ -100,11 +101,32 @@ class Metadata:
         return len(self.records)
 
 
+def table_suffix(path: Path) -> str:
+    """The format suffix of a metadata file: ``.csv`` for ``x.csv`` and ``x.csv.gz``."""
+    suffixes = [s.lower() for s in path.suffixes]
+    if len(suffixes) >= 2 and suffixes[-1] in COMPRESSED:
+        return suffixes[-2]
+    return suffixes[-1] if suffixes else ""
+
+
+def _open_text(path: Path):
+    if path.suffix.lower() == ".gz":
+        import gzip
+
+        return gzip.open(path, "rt", newline="", encoding="utf-8-sig")
+    if path.suffix.lower() == ".bz2":
+        import bz2
+
+        return bz2.open(path, "rt", newline="", encoding="utf-8-sig")
+    return open(path, newline="", encoding="utf-8-sig")
+
+
 def _read_table(path: Path):
-    """Read a Parquet/CSV/TSV file into a pyarrow Table with every column as string."""
+    """Read a Parquet/CSV/TSV file (CSV/TSV may be .gz/.bz2) into a pyarrow Table with every
+    column as string."""
     import pyarrow as pa
 
-    suffix = path.suffix.lower()
+    suffix = table_suffix(path)
     try:
         if suffix in (".parquet", ".pq"):
             import pyarrow.parquet as pq
@@ -114,7 +136,7 @@ def _read_table(path: Path):
             import pyarrow.csv as pacsv
 
             delimiter = "\t" if suffix == ".tsv" else ","
-            with open(path, newline="", encoding="utf-8-sig") as fh:
+            with _open_text(path) as fh:
                 header = next(csv.reader(fh, delimiter=delimiter), None)
             if not header:
                 raise InputError(f"{path}: the file is empty (no header row)")
@@ -210,10 +232,12 @@ def read_metadata(path: str | Path, extra_columns: tuple[str, ...] = ()) -> Meta
         raise InputError(
             f"{path}: is a folder, not a metadata file", hint="pass a Parquet or CSV file"
         )
-    if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+    if table_suffix(path) not in SUPPORTED_SUFFIXES or (
+        path.suffix.lower() in COMPRESSED and table_suffix(path) not in (".csv", ".tsv")
+    ):
         raise InputError(
-            f"{path}: unsupported metadata format {path.suffix or '(no suffix)'}",
-            hint="use a .parquet, .csv or .tsv file",
+            f"{path}: unsupported metadata format {''.join(path.suffixes) or '(no suffix)'}",
+            hint="use a .parquet, .csv or .tsv file (CSV/TSV may be gzip- or bz2-compressed)",
         )
     table = _read_table(path)
     columns = list(table.column_names)
