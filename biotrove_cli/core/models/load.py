@@ -264,7 +264,7 @@ def build_model(arch: str, quick_gelu: bool = False, device: str = "cpu") -> tup
     if cfg is None:
         raise ModelLoadError(
             f"unknown architecture {arch!r}",
-            hint="see `biotrove info --architectures` or open_clip.list_models() for names",
+            hint="any name from open_clip.list_models(), or biotrove-tiny",
         )
     with quiet_open_clip():
         model = open_clip.create_model(

@@ -120,10 +120,3 @@ def arch_config(name: str) -> dict | None:
 
     cfg = get_model_config(name)
     return copy.deepcopy(cfg) if cfg is not None else None
-
-
-def list_architectures() -> list[str]:
-    ensure_registered()
-    import open_clip
-
-    return list(open_clip.list_models())

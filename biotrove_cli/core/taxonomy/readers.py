@@ -15,7 +15,6 @@ Column names match regardless of capitalisation. Cells are cleaned (whitespace, 
 from __future__ import annotations
 
 import csv
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -278,23 +277,3 @@ def read_metadata(path: str | Path, extra_columns: tuple[str, ...] = ()) -> Meta
             )
         )
     return Metadata(path=path, schema=schema, columns=columns, fields=fields, records=records)
-
-
-def read_many(paths: list[str | Path]) -> list[Metadata]:
-    """Read several metadata files (each may have its own schema)."""
-    if not paths:
-        raise InputError("no metadata file given", hint="pass one or more Parquet/CSV files")
-    return [read_metadata(p) for p in paths]
-
-
-def summarize_schema(meta: Metadata) -> dict[str, object]:
-    """A small description of a metadata file for ``biotrove info``."""
-    species = Counter(r.taxon.species_key for r in meta.records if r.taxon.species_key)
-    return {
-        "path": str(meta.path),
-        "schema": meta.schema,
-        "rows": len(meta.records),
-        "species": len(species),
-        "missing_ranks": meta.missing_ranks,
-        "columns": meta.columns,
-    }
