@@ -568,6 +568,12 @@ def load_run_dir(path: Path, spec: str, device: str, arch: str | None) -> Loaded
     return load_checkpoint_file(ckpt, spec, device, arch, kind="run", extra=extra)
 
 
+def _why_unavailable() -> str:
+    if network_available():
+        return "the download failed (-v shows open_clip's error)"
+    return "not in the local cache, and the model hub cannot be reached (offline)"
+
+
 def _offline_hint(what: str) -> str:
     hub = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
     return (
@@ -614,9 +620,9 @@ def load_pretrained(arch: str, tag: str, spec: str, device: str) -> LoadedModel:
         with quiet_open_clip(), offline_unless_reachable():
             model = open_clip.create_model(arch, pretrained=tag, device="cpu")
     except Exception as exc:
+        log.debug("open_clip could not load %s: %s", spec, exc)
         raise ModelLoadError(
-            f"cannot load pretrained weights {spec!r}: not available offline "
-            f"({str(exc).splitlines()[0][:200]})",
+            f"cannot load pretrained weights {spec!r}: {_why_unavailable()}",
             hint=_offline_hint(f"the {arch}:{tag} weights"),
         ) from exc
     cfg = registry.arch_config(arch) or {}
@@ -643,9 +649,9 @@ def load_hf_hub(spec: str, device: str) -> LoadedModel:
             tokenizer = open_clip.get_tokenizer(spec)
             cfg = open_clip.get_model_config(spec) or {}
     except Exception as exc:
+        log.debug("open_clip could not load %s: %s", spec, exc)
         raise ModelLoadError(
-            f"cannot load {spec!r}: not in the local Hugging Face cache "
-            f"({str(exc).splitlines()[0][:200]})",
+            f"cannot load {spec!r}: {_why_unavailable()}",
             hint=_offline_hint(spec),
         ) from exc
     model.eval().to(device)
