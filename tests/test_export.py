@@ -635,3 +635,24 @@ def test_verification_catches_a_wrong_activation(cli, ddp_checkpoint, tmp_path, 
     assert code == 1 and stdout == ""
     assert "verification failed: the reloaded export differs from the source" in stderr
     assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def test_leftovers_of_a_killed_export_are_removed(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from biotrove_cli.core.models.export import _remove_stale_temps
+
+    out = tmp_path / "model"
+    # a temp folder of a process that no longer exists, and one of a live process
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
+    stale = tmp_path / f".model.{dead}.abc123.export-tmp"
+    live = tmp_path / f".model.{os.getpid()}.def456.export-tmp"
+    stale.mkdir()
+    live.mkdir()
+    (stale / "open_clip_model.safetensors").write_bytes(b"half")
+    _remove_stale_temps(out)
+    assert not stale.exists() and live.exists()

@@ -308,6 +308,27 @@ def _file_records(folder: Path) -> list[dict[str, Any]]:
 
 
 # -- the export ------------------------------------------------------------------------------
+def _remove_stale_temps(out: Path) -> None:
+    """Delete the temp folders of exports to ``out`` whose process is gone (kill -9, power)."""
+    if not out.parent.is_dir():
+        return
+    for tmp in out.parent.glob(f".{out.name}.*.export-tmp"):
+        parts = tmp.name[len(out.name) + 2 :].split(".")
+        try:
+            pid = int(parts[0])
+        except (ValueError, IndexError):
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # that export is still running
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+        log.info(f"removed {tmp.name}, left behind by an interrupted export")
+
+
 def export_model(
     cfg: ExportConfig, progress: Callable[[int, int], None] | None = None
 ) -> ExportResult:
@@ -368,7 +389,10 @@ def export_model(
 
         source_sha = sha256_file(src_file)
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".export-tmp", dir=out.parent))
+    _remove_stale_temps(out)
+    tmp = Path(
+        tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".export-tmp", dir=out.parent)
+    )
     try:
         labels_meta = None
         if fmt is ExportFormat.open_clip:
