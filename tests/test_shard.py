@@ -89,34 +89,9 @@ def _png(w: int, h: int) -> bytes:
 
 def _biotrove_table(rows: list[tuple[str, object]]) -> pa.Table:
     """A BioTrove-schema table: rows of (photo_id, Taxon)."""
-    cols = {
-        k: []
-        for k in (
-            "photo_id",
-            "scientificName",
-            "kingdom",
-            "phylum",
-            "class",
-            "order",
-            "family",
-            "genus",
-            "species",
-            "common_name",
-            "photo_url",
-        )
-    }
-    for pid, t in rows:
-        cols["photo_id"].append(str(pid))
-        cols["scientificName"].append(t.scientific_name)
-        for rank, name in zip(
-            ("kingdom", "phylum", "class", "order", "family", "genus", "species"),
-            t.names,
-            strict=True,
-        ):
-            cols[rank].append(name)
-        cols["common_name"].append(t.common_name)
-        cols["photo_url"].append("")
-    return pa.table(cols)
+    from biotrove_cli.core.data.world import biotrove_table
+
+    return biotrove_table((str(pid), t, "") for pid, t in rows)
 
 
 def _arboretum_path() -> Path:

@@ -332,36 +332,32 @@ def generate_world(
     return images
 
 
+def biotrove_table(rows: Iterable[tuple[object, Taxon, str]]):
+    """A pyarrow table in the BioTrove/Arboretum schema from (photo_id, taxon, photo_url) rows;
+    ``species`` holds the epithet, as in the real files."""
+    import pyarrow as pa
+
+    from biotrove_cli.core.taxonomy.rank import RANKS
+    from biotrove_cli.core.taxonomy.readers import BIOTROVE_COLUMNS
+
+    cols: dict[str, list] = {k: [] for k in BIOTROVE_COLUMNS}
+    for photo_id, t, url in rows:
+        cols["photo_id"].append(photo_id)
+        cols["scientificName"].append(t.scientific_name)
+        for rank, name in zip(RANKS, t.names, strict=True):
+            cols[rank.value].append(name)
+        cols["common_name"].append(t.common_name)
+        cols["photo_url"].append(url)
+    return pa.table(cols)
+
+
 def write_metadata(photos: Iterable[WorldImage], path: str | Path, url_base: str = "") -> Path:
     """BioTrove-schema metadata (Parquet) for generated photos, as the real Arboretum files:
     photo_id, scientificName, kingdom..species (epithet), common_name, photo_url."""
-    import pyarrow as pa
-
     from biotrove_cli.core.io import atomic_write_parquet
 
-    cols: dict[str, list] = {
-        k: []
-        for k in (
-            "photo_id",
-            "scientificName",
-            "kingdom",
-            "phylum",
-            "class",
-            "order",
-            "family",
-            "genus",
-            "species",
-            "common_name",
-            "photo_url",
-        )
-    }
-    ranks = ("kingdom", "phylum", "class", "order", "family", "genus", "species")
-    for p in photos:
-        t = p.taxon
-        cols["photo_id"].append(int(p.photo_id))
-        cols["scientificName"].append(t.scientific_name)
-        for rank, name in zip(ranks, t.names, strict=True):
-            cols[rank].append(name)
-        cols["common_name"].append(t.common_name)
-        cols["photo_url"].append(f"{url_base}{p.photo_id}.jpg" if url_base else "")
-    return atomic_write_parquet(pa.table(cols), path)
+    rows = (
+        (int(p.photo_id), p.taxon, f"{url_base}{p.photo_id}.jpg" if url_base else "")
+        for p in photos
+    )
+    return atomic_write_parquet(biotrove_table(rows), path)

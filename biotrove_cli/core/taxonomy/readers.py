@@ -63,6 +63,20 @@ SCHEMAS: dict[str, tuple[str, ...]] = {
         "species",
     ),
 }
+#: The column names of a BioTrove/Arboretum metadata file, in file order.
+BIOTROVE_COLUMNS = (
+    "photo_id",
+    "scientificName",
+    "kingdom",
+    "phylum",
+    "class",
+    "order",
+    "family",
+    "genus",
+    "species",
+    "common_name",
+    "photo_url",
+)
 SUPPORTED_SUFFIXES = (".parquet", ".pq", ".csv", ".tsv", ".txt")
 COMPRESSED = (".gz", ".bz2")
 
