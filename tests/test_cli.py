@@ -83,7 +83,7 @@ def test_debug_variable_shows_the_traceback(tmp_path):
 
 
 def test_unexpected_errors_and_ctrl_c(cli, monkeypatch, tmp_path):
-    import biotrove_cli.core.info as info
+    import biotrove_cli.core.inspect as info
 
     def boom(path):
         raise RuntimeError("kaboom")
@@ -120,7 +120,8 @@ def test_output_file_is_written_atomically(cli, tmp_path):
 
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
 def test_completions_are_fresh(shell):
-    from biotrove_cli.cli.completion import FILENAMES, Shell, generate
+    from biotrove_cli.cli.app import completion_script as generate
+    from biotrove_cli.cli.completion import FILENAMES, Shell
 
     path = REPO / "completions" / FILENAMES[Shell(shell)]
     assert path.is_file(), "run: biotrove completion --write completions/"

@@ -62,21 +62,46 @@ def root(
 
 
 def _register() -> None:
-    # each module adds its command(s); none imports torch or open_clip at import time
-    from biotrove_cli.cli import (  # noqa: F401
-        classify,
-        completion,
-        demo,
-        eval,
-        export,
-        info,
-        presets,
-        shard,
-        train,
-    )
+    """Add the commands (as huggingface_hub's ``cli/hf.py`` does): command modules are plain
+    functions that never import this root; none imports torch or open_clip at import time."""
+    from biotrove_cli.cli.classify import classify_cmd
+    from biotrove_cli.cli.completion import completion_cmd
+    from biotrove_cli.cli.demo import demo_cmd
+    from biotrove_cli.cli.eval import eval_cmd
+    from biotrove_cli.cli.export import EXAMPLES as EXPORT_EXAMPLES
+    from biotrove_cli.cli.export import export_cmd
+    from biotrove_cli.cli.info import info_cmd
+    from biotrove_cli.cli.presets import presets_cmd
+    from biotrove_cli.cli.shard import EPILOG as SHARD_EPILOG
+    from biotrove_cli.cli.shard import shard_cmd
+    from biotrove_cli.cli.train import train_cmd
+
+    app.command("classify", rich_help_panel="Evaluate and use")(classify_cmd)
+    app.command("completion", rich_help_panel="Inspect")(completion_cmd)
+    app.command("demo", rich_help_panel="Pipeline")(demo_cmd)
+    app.command("eval", rich_help_panel="Evaluate and use")(eval_cmd)
+    app.command("export", rich_help_panel="Models", epilog=EXPORT_EXAMPLES)(export_cmd)
+    app.command("info", rich_help_panel="Inspect")(info_cmd)
+    app.command("presets", rich_help_panel="Inspect")(presets_cmd)
+    app.command("shard", rich_help_panel="Data", epilog=SHARD_EPILOG)(shard_cmd)
+    app.command("train", rich_help_panel="Pipeline")(train_cmd)
 
 
 _register()
+
+
+def root_command() -> click.Group:
+    """The click command tree of the whole CLI."""
+    root = typer.main.get_command(app)
+    assert isinstance(root, click.Group)
+    return root
+
+
+def completion_script(shell: str) -> str:
+    """The static completion script of ``shell`` for this CLI (``completions/`` holds them)."""
+    from biotrove_cli.cli.completion import Shell, generate
+
+    return generate(Shell(shell), root_command())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from biotrove_cli.cli.app import app
 from biotrove_cli.cli.eval import AutoWorkersOpt, PrecisionChoice, PrecisionOpt
 from biotrove_cli.cli.options import (
     ArchOpt,
@@ -24,7 +23,6 @@ from biotrove_cli.output.render import Format
 LABELS = "Labels"
 
 
-@app.command("classify", rich_help_panel="Evaluate and use")
 def classify_cmd(
     paths: Annotated[
         list[str],
@@ -142,7 +140,6 @@ def classify_cmd(
 
       biotrove classify photos/ -m model/ --within Aves --min-confidence 0.8
     """
-    from biotrove_cli.cli.options import resolve_device
     from biotrove_cli.core.evaluation.classify import (
         COLUMNS,
         STREAM_FORMATS,
@@ -150,6 +147,7 @@ def classify_cmd(
         ClassifyConfig,
         prepare_classify,
     )
+    from biotrove_cli.core.runtime import resolve_device
     from biotrove_cli.output import progress
     from biotrove_cli.output.render import RecordSink, resolve_format
 

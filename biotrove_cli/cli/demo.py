@@ -13,19 +13,17 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
-
-from biotrove_cli.cli.app import app
 
 
 def _run(args: list[str]) -> None:
     """Run one biotrove command in this process, as the user would type it."""
-    from biotrove_cli.cli.app import app as root_app
     from biotrove_cli.core.errors import BiotroveError
     from biotrove_cli.output import console
 
     console.info("$ biotrove " + " ".join(shlex.quote(a) for a in args))
-    command = typer.main.get_command(root_app)
+    command = click.get_current_context().find_root().command
     rv = command.main(args=args, prog_name="biotrove", standalone_mode=False)
     if isinstance(rv, int) and rv != 0:
         raise BiotroveError(
@@ -33,7 +31,6 @@ def _run(args: list[str]) -> None:
         )
 
 
-@app.command("demo", rich_help_panel="Pipeline")
 def demo_cmd(
     out: Annotated[
         Path, typer.Option("--out", help="Folder for everything the demo writes.")

@@ -14,7 +14,6 @@ from typing import Annotated, Any
 
 import typer
 
-from biotrove_cli.cli.app import app
 from biotrove_cli.cli.options import (
     BatchSizeOpt,
     DeviceOpt,
@@ -68,7 +67,6 @@ PrecisionOpt = Annotated[
 ]
 
 
-@app.command("eval", rich_help_panel="Evaluate and use")
 def eval_cmd(
     model: Annotated[
         list[str],
@@ -269,8 +267,8 @@ def eval_cmd(
 
 
 def _run_local(cfg: Any) -> dict[str, Any]:
-    from biotrove_cli.cli.options import resolve_device
     from biotrove_cli.core.evaluation.engine import evaluate
+    from biotrove_cli.core.runtime import resolve_device
     from biotrove_cli.output import progress
 
     cfg.device = resolve_device(cfg.device)
@@ -287,9 +285,9 @@ def _run_local(cfg: Any) -> dict[str, Any]:
 def _run_distributed(cfg: Any, nproc: int) -> dict[str, Any]:
     import tempfile
 
-    from biotrove_cli.cli.options import resolve_device
     from biotrove_cli.core.distributed.launch import LaunchConfig, LaunchError, launch
     from biotrove_cli.core.io import atomic_write_json, read_json
+    from biotrove_cli.core.runtime import resolve_device
 
     cfg.device = resolve_device(cfg.device)
     console.step(f"evaluating on {nproc} processes through torchrun ({cfg.device})")

@@ -9,7 +9,6 @@ from typing import Annotated
 
 import typer
 
-from biotrove_cli.cli.app import app
 from biotrove_cli.cli.options import ArchOpt, DeviceOpt, LabelsOpt
 from biotrove_cli.core.taxonomy.captions import DEFAULT_CAPTION, TEXT_TYPES
 
@@ -46,7 +45,6 @@ EXAMPLES = (
 )
 
 
-@app.command("export", rich_help_panel="Models", epilog=EXAMPLES)
 def export_cmd(
     checkpoint: Annotated[
         str,
@@ -135,8 +133,8 @@ def export_cmd(
     Safetensors weights (no pickle, no optimizer state); biotrove.json records the source.
     With --labels, `biotrove classify --model DIR` needs no other file.
     """
-    from biotrove_cli.cli.options import resolve_device
     from biotrove_cli.core.models.export import Dtype, ExportConfig, ExportFormat, export_model
+    from biotrove_cli.core.runtime import resolve_device
     from biotrove_cli.output.progress import progress
     from biotrove_cli.output.render import emit
 

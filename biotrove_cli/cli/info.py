@@ -7,12 +7,10 @@ from typing import Annotated
 
 import typer
 
-from biotrove_cli.cli.app import app
 from biotrove_cli.cli.options import FormatOpt, OutputOpt
 from biotrove_cli.output.render import Format
 
 
-@app.command("info", rich_help_panel="Inspect")
 def info_cmd(
     path: Annotated[
         Path,
@@ -25,7 +23,7 @@ def info_cmd(
     output: OutputOpt = None,
 ) -> None:
     """Describe what is at PATH: counts, splits, lineage coverage, architecture, provenance."""
-    from biotrove_cli.core.info import describe
+    from biotrove_cli.core.inspect import describe
     from biotrove_cli.output.render import emit
 
     report = describe(path)

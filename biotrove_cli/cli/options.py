@@ -98,26 +98,3 @@ RankOpt = Annotated[
     RankChoice,
     typer.Option("--rank", case_sensitive=False, help="Taxonomic rank to report."),
 ]
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> cuda when available; otherwise the device as given (validated by torch)."""
-    import torch
-
-    from biotrove_cli.core.errors import UsageError
-
-    device = (device or "auto").strip().lower()
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(
-            f"--device {device}: CUDA is not available on this machine",
-            hint="use --device cpu (or auto)",
-        )
-    try:
-        torch.device(device)
-    except RuntimeError as exc:
-        raise UsageError(
-            f"--device {device}: not a device ({exc})", hint="use cpu, cuda, cuda:N or auto"
-        ) from exc
-    return device

@@ -6,12 +6,10 @@ from typing import Annotated
 
 import typer
 
-from biotrove_cli.cli.app import app
 from biotrove_cli.cli.options import FormatOpt, OutputOpt
 from biotrove_cli.output.render import Format
 
 
-@app.command("presets", rich_help_panel="Inspect")
 def presets_cmd(
     name: Annotated[
         str | None, typer.Argument(help="Show one preset in full (resolved YAML).")

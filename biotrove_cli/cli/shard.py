@@ -10,7 +10,6 @@ from typing import Annotated
 
 import typer
 
-from biotrove_cli.cli.app import app
 from biotrove_cli.cli.options import FormatOpt, OutputOpt
 from biotrove_cli.output.render import Format
 
@@ -42,7 +41,6 @@ def _default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-@app.command("shard", rich_help_panel="Data", epilog=EPILOG)
 def shard_cmd(
     metadata: Annotated[
         list[Path] | None,

@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 import typer
 
-from biotrove_cli.cli.app import app
 from biotrove_cli.cli.options import FormatOpt, OutputOpt
 from biotrove_cli.output.render import Format
 
@@ -15,7 +14,6 @@ LAUNCH = "Launch (torchrun)"
 CONFIG = "Configuration"
 
 
-@app.command("train", rich_help_panel="Pipeline")
 def train_cmd(
     overrides: Annotated[
         list[str] | None,

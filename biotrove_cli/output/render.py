@@ -15,13 +15,13 @@ import math
 import os
 import sys
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime
 from enum import Enum
 from pathlib import Path
 from typing import IO, Any
 
 from rich.table import Table
 
+from biotrove_cli.core.fmt import plain
 from biotrove_cli.output import console
 
 
@@ -59,28 +59,6 @@ def resolve_format(fmt: Format | str, output: str | Path | None) -> Format:
     return fmt
 
 
-def _plain(value: Any) -> Any:
-    """A JSON-friendly value: numbers stay numbers, times become ISO-8601."""
-    if isinstance(value, float):
-        return None if math.isnan(value) or math.isinf(value) else value
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
-        try:
-            return _plain(value.item())
-        except (TypeError, ValueError):
-            return str(value)
-    return value
-
-
 def _cell(value: Any, float_digits: int = 4) -> str:
     if value is None:
         return ""
@@ -97,7 +75,7 @@ def _cell(value: Any, float_digits: int = 4) -> str:
     if isinstance(value, (list, tuple)):
         return ";".join(_cell(v) for v in value)
     if isinstance(value, dict):
-        return json.dumps(_plain(value), sort_keys=True)
+        return json.dumps(plain(value), sort_keys=True)
     return str(value)
 
 
@@ -173,7 +151,7 @@ class RecordSink:
             fh.flush()
         elif self.fmt is Format.jsonl:
             fh = self._stream()
-            fh.write(json.dumps(_plain(record), ensure_ascii=False) + "\n")
+            fh.write(json.dumps(plain(record), ensure_ascii=False) + "\n")
             fh.flush()
         else:
             self._rows.append(record)
@@ -202,9 +180,9 @@ class RecordSink:
             self._print_table()
             return
         if self.fmt is Format.json:
-            payload: Any = [_plain(r) for r in self._rows]
+            payload: Any = [plain(r) for r in self._rows]
             if self.document is not None:
-                payload = {**_plain(self.document), "records": payload}
+                payload = {**plain(self.document), "records": payload}
             text = json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
             if self.output is None:
                 sys.stdout.write(text)
@@ -220,7 +198,7 @@ class RecordSink:
             from biotrove_cli.core.io import atomic_write_parquet
 
             cols = self.columns or []
-            table = pa.table({c: [_plain(r.get(c)) for r in self._rows] for c in cols})
+            table = pa.table({c: [plain(r.get(c)) for r in self._rows] for c in cols})
             assert self.output is not None
             atomic_write_parquet(table, self.output)
 
