@@ -356,7 +356,7 @@ def test_nonempty_out_needs_force_and_force_replaces_only_exports(cli, ddp_check
 def test_failed_force_export_keeps_the_old_one(cli, ddp_checkpoint, tmp_path, monkeypatch):
     """A new export that fails verification (or is interrupted) leaves the old one as it was."""
     from biotrove_cli.core.io import sha256_file
-    from biotrove_cli.core.models import export
+    from biotrove_cli.core.models.export import job as export
 
     out = tmp_path / "out"
     assert cli("export", ddp_checkpoint, "--out", out, "--no-verify")[0] == 0
@@ -468,7 +468,7 @@ def test_quickgelu_from_arch_flag_travels_in_the_bundle(cli, ddp_checkpoint, sou
     ],
 )
 def test_arch_decision(filename, train_cfg, arch, want_arch, want_q, why):
-    from biotrove_cli.core.models.load import decide_arch
+    from biotrove_cli.core.models.arch import decide_arch
 
     got_arch, got_q, reason = decide_arch(filename, train_cfg, arch=arch)
     assert (got_arch, got_q) == (want_arch, want_q)
@@ -616,7 +616,7 @@ def test_classify_cli_uses_the_bundle_alone(cli, fp16_bundle, tmp_path, monkeypa
 def test_verification_catches_a_wrong_activation(cli, ddp_checkpoint, tmp_path, monkeypatch):
     """Weights trained with QuickGELU but a bundle config without it (the silent BioTrove-CLIP-O
     mistake) fail verification for real, and nothing is written."""
-    from biotrove_cli.core.models import export
+    from biotrove_cli.core.models.export import job as export
 
     original = export._write_open_clip
 
@@ -642,7 +642,7 @@ def test_leftovers_of_a_killed_export_are_removed(tmp_path):
     import subprocess
     import sys
 
-    from biotrove_cli.core.models.export import _remove_stale_temps
+    from biotrove_cli.core.models.export.publish import _remove_stale_temps
 
     out = tmp_path / "model"
     # a temp folder of a process that no longer exists, and one of a live process

@@ -10,8 +10,8 @@ from biotrove_cli.core.inspect.report import Report
 
 
 def describe_checkpoint(path: Path) -> Report:
+    from biotrove_cli.core.models.arch import infer_arch_candidates, state_dict_shapes
     from biotrove_cli.core.models.checkpoint import extract_state_dict, safe_load
-    from biotrove_cli.core.models.load import infer_arch_candidates, state_dict_shapes
 
     obj = safe_load(path)
     sd = extract_state_dict(obj, str(path))

@@ -245,7 +245,8 @@ def build_training_model(cfg: TrainConfig, device: str, precision: str) -> tuple
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
     from biotrove_cli.core.models import registry
-    from biotrove_cli.core.models.load import load_model, quiet_open_clip
+    from biotrove_cli.core.models.hub import quiet_open_clip
+    from biotrove_cli.core.models.load import load_model
 
     registry.ensure_registered()
     arch = cfg.model.arch

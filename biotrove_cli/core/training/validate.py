@@ -32,7 +32,7 @@ class LiveModel:
         return next(self.model.parameters()).device
 
     def text_fingerprint(self) -> str:
-        from biotrove_cli.core.models.load import text_tower_fingerprint
+        from biotrove_cli.core.models.loaded import text_tower_fingerprint
 
         return text_tower_fingerprint(self.model)
 

@@ -1,0 +1,145 @@
+"""Architecture inference: the architecture-defining shapes of a bare state dict, the open_clip
+architectures that match them, and which architecture and activation a checkpoint file gets.
+
+QuickGELU cannot be seen in the weights: it comes from the source (the stored config, the
+BioTrove preset, the bundle config, or ``arch=``), and the reason is recorded.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from biotrove_cli.core.errors import ModelLoadError
+from biotrove_cli.core.models import registry
+
+
+def state_dict_shapes(sd: dict[str, Any]) -> dict[str, Any]:
+    """The architecture-defining numbers of a CLIP state dict (ViT image tower)."""
+    try:
+        conv = sd["visual.conv1.weight"]
+        pos = sd["visual.positional_embedding"]
+        tok = sd["token_embedding.weight"]
+        tpos = sd["positional_embedding"]
+        tproj = sd["text_projection"]
+    except KeyError as exc:
+        raise ModelLoadError(
+            f"unknown architecture: the weights lack {exc.args[0]!r}, so they are not an "
+            "open_clip ViT CLIP",
+            hint="pass --arch NAME (any open_clip architecture) to load them into that model",
+        ) from None
+
+    def layers(prefix: str) -> int:
+        pat = re.compile(re.escape(prefix) + r"(\d+)\.")
+        return len({int(m.group(1)) for k in sd for m in [pat.match(k)] if m})
+
+    patch = int(conv.shape[-1])
+    grid = int(round((pos.shape[0] - 1) ** 0.5))
+    embed_dim = int(tproj.shape[1]) if tproj.ndim == 2 else int(tproj.shape[0])
+    return {
+        "embed_dim": embed_dim,
+        "vision_width": int(conv.shape[0]),
+        "vision_layers": layers("visual.transformer.resblocks."),
+        "patch_size": patch,
+        "image_size": grid * patch,
+        "text_width": int(tok.shape[1]),
+        "vocab_size": int(tok.shape[0]),
+        "context_length": int(tpos.shape[0]),
+        "text_layers": layers("transformer.resblocks."),
+    }
+
+
+def _config_shapes(cfg: dict[str, Any]) -> dict[str, Any] | None:
+    v, t = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
+    if "timm_model_name" in v or "hf_model_name" in t or not isinstance(v.get("layers"), int):
+        return None
+    image_size = v.get("image_size", 224)
+    if isinstance(image_size, (list, tuple)):
+        image_size = image_size[0]
+    return {
+        "embed_dim": cfg.get("embed_dim"),
+        "vision_width": v.get("width", 768),
+        "vision_layers": v.get("layers"),
+        "patch_size": v.get("patch_size", 16),
+        "image_size": image_size,
+        "text_width": t.get("width", 512),
+        "vocab_size": t.get("vocab_size", 49408),
+        "context_length": t.get("context_length", 77),
+        "text_layers": t.get("layers", 12),
+    }
+
+
+def infer_arch_candidates(sd: dict[str, Any]) -> list[str]:
+    """open_clip architectures whose shapes match the state dict, simplest names first."""
+    registry.ensure_registered()
+    from open_clip.factory import _MODEL_CONFIGS
+
+    want = state_dict_shapes(sd)
+    names = []
+    for name, cfg in list(_MODEL_CONFIGS.items()):
+        shapes = _config_shapes(cfg)
+        if shapes == want and not name.endswith("-quickgelu"):
+            names.append(name)
+    names.sort(key=lambda n: (n.count("-"), len(n), n))
+    return names
+
+
+def _quickgelu_name(arch: str) -> str:
+    base = arch[: -len("-quickgelu")] if arch.endswith("-quickgelu") else arch
+    q = f"{base}-quickgelu"
+    return q if registry.arch_config(q) is not None else base
+
+
+def _base_name(arch: str) -> str:
+    return arch[: -len("-quickgelu")] if arch.endswith("-quickgelu") else arch
+
+
+def decide_arch(
+    filename: str,
+    train_cfg: dict[str, Any] | None,
+    *,
+    arch: str | None = None,
+    quick_gelu: bool | None = None,
+    reason: str | None = None,
+) -> tuple[str | None, bool, str]:
+    """Which architecture and activation a checkpoint file gets, and why (no I/O).
+
+    Precedence: an explicit ``arch`` (``--arch``), the checkpoint's stored training config, a
+    published BioTrove-CLIP file name (its documented architecture, QuickGELU included), then
+    none: the caller infers the architecture from the weights' shapes, QuickGELU off unless
+    ``quick_gelu`` says otherwise.
+
+    Returns:
+        (architecture or None to infer it, QuickGELU, the reason in words)
+    """
+    stored_arch = None
+    if train_cfg:
+        stored_arch = (train_cfg.get("model") or {}).get("arch")
+    preset = registry.preset_for_filename(filename)
+    if arch:
+        why = reason or f"architecture {arch} from --arch"
+        q = arch.endswith("-quickgelu") if quick_gelu is None else quick_gelu
+    elif stored_arch:
+        assert train_cfg is not None
+        arch = stored_arch
+        q = bool((train_cfg.get("model") or {}).get("quick_gelu")) or arch.endswith("-quickgelu")
+        why = f"architecture {arch} from the checkpoint's stored training config"
+    elif preset is not None:
+        arch = preset.arch
+        q = preset.quick_gelu
+        why = (
+            f"{preset.title} file name: documented as {preset.arch}"
+            f"{' (QuickGELU, OpenAI/MetaCLIP-initialised)' if q else ''}"
+        )
+    else:
+        q = bool(quick_gelu)
+        why = reason or (
+            "QuickGELU "
+            + (
+                "on"
+                if q
+                else "off: the checkpoint does not record its "
+                "activation; pass --arch ARCH-quickgelu for OpenAI-initialised weights"
+            )
+        )
+    return arch, bool(q), why

@@ -1,0 +1,146 @@
+"""Building open_clip models: a random model of an architecture, strict weight loading with a
+plain account of what does not fit, and a state dict into the right (given or inferred)
+architecture."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from biotrove_cli.core.errors import ModelLoadError
+from biotrove_cli.core.models import registry
+from biotrove_cli.core.models.arch import (
+    _base_name,
+    _quickgelu_name,
+    infer_arch_candidates,
+    state_dict_shapes,
+)
+from biotrove_cli.core.models.hub import quiet_open_clip
+from biotrove_cli.core.models.loaded import LoadedModel
+
+
+def _transforms(model: Any):
+    import open_clip
+    from open_clip.transform import PreprocessCfg, image_transform_v2
+
+    cfg = open_clip.get_model_preprocess_cfg(model)
+    return image_transform_v2(PreprocessCfg(**cfg), is_train=False), dict(cfg)
+
+
+def build_model(arch: str, quick_gelu: bool = False, device: str = "cpu") -> tuple[Any, dict]:
+    """A randomly initialised open_clip model of ``arch`` and its model config."""
+    registry.ensure_registered()
+    import open_clip
+
+    cfg = registry.arch_config(arch)
+    if cfg is None:
+        raise ModelLoadError(
+            f"unknown architecture {arch!r}",
+            hint="any name from open_clip.list_models(), or biotrove-tiny",
+        )
+    with quiet_open_clip():
+        model = open_clip.create_model(
+            arch, pretrained=None, device=device, force_quick_gelu=quick_gelu
+        )
+    if quick_gelu:
+        cfg["quick_gelu"] = True
+    return model, cfg
+
+
+def _load_weights(model: Any, sd: dict[str, Any], source: str) -> None:
+    if "logit_scale" in sd and sd["logit_scale"].ndim != model.logit_scale.ndim:
+        sd["logit_scale"] = sd["logit_scale"].reshape(model.logit_scale.shape)
+    sd.pop("text.transformer.embeddings.position_ids", None)
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    bad_shapes = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or bad_shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if bad_shapes:
+            parts.append(f"{len(bad_shapes)} with other shapes (e.g. {bad_shapes[0]})")
+        raise ModelLoadError(
+            f"{source}: the weights do not fit the architecture: " + ", ".join(parts),
+            hint="pass --arch with the architecture the weights were trained as",
+        )
+    model.load_state_dict(sd, strict=True)
+
+
+def _finish(model: Any, arch: str, cfg: dict, device: str, **kwargs: Any) -> LoadedModel:
+    import open_clip
+
+    model.eval()
+    model.to(device)
+    preprocess, pcfg = _transforms(model)
+    tokenizer = open_clip.get_tokenizer(
+        _base_name(arch) if registry.arch_config(_base_name(arch)) else arch
+    )
+    return LoadedModel(
+        model=model,
+        preprocess=preprocess,
+        tokenizer=tokenizer,
+        arch=arch,
+        quick_gelu=bool(cfg.get("quick_gelu", False)),
+        model_cfg=cfg,
+        preprocess_cfg=pcfg,
+        **kwargs,
+    )
+
+
+def load_state_dict_model(
+    sd: dict[str, Any],
+    *,
+    spec: str,
+    kind: str,
+    source: Path | None,
+    arch: str | None,
+    quick_gelu: bool | None,
+    reason: str,
+    device: str,
+    **extra: Any,
+) -> LoadedModel:
+    """Build the right architecture for a state dict and load it (strict)."""
+    if arch:
+        explicit_q = arch.endswith("-quickgelu")
+        q = bool(quick_gelu) or explicit_q
+        name = _quickgelu_name(arch) if q else arch
+        model, cfg = build_model(name, quick_gelu=q, device="cpu")
+        _load_weights(model, sd, str(source or spec))
+        return _finish(
+            model,
+            name,
+            cfg,
+            device,
+            spec=spec,
+            kind=kind,
+            source=source,
+            arch_reason=reason,
+            **extra,
+        )
+    candidates = infer_arch_candidates(sd)
+    if not candidates:
+        shapes = state_dict_shapes(sd)
+        desc = ", ".join(f"{k}={v}" for k, v in shapes.items())
+        raise ModelLoadError(
+            f"unknown architecture: no open_clip model has these shapes ({desc})",
+            hint="pass --arch NAME if the model is an open_clip architecture",
+        )
+    last_error: ModelLoadError | None = None
+    for cand in candidates:
+        name = _quickgelu_name(cand) if quick_gelu else cand
+        try:
+            model, cfg = build_model(name, quick_gelu=bool(quick_gelu), device="cpu")
+            _load_weights(model, sd, str(source or spec))
+        except ModelLoadError as exc:
+            last_error = exc
+            continue
+        why = f"architecture {name} inferred from the weights' shapes; {reason}"
+        return _finish(
+            model, name, cfg, device, spec=spec, kind=kind, source=source, arch_reason=why, **extra
+        )
+    assert last_error is not None
+    raise last_error

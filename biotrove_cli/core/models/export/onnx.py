@@ -1,0 +1,131 @@
+"""The ONNX format: ``image_encoder.onnx`` and ``text_encoder.onnx`` (L2-normalised embeddings,
+dynamic batch axis) and ``onnx_config.json`` (input shapes, preprocessing, logit scale), for
+deployment without PyTorch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from biotrove_cli.core.errors import BiotroveError
+from biotrove_cli.core.models.export.config import jsonable
+
+ONNX_IMAGE = "image_encoder.onnx"
+ONNX_TEXT = "text_encoder.onnx"
+ONNX_CONFIG = "onnx_config.json"
+ONNX_OPSET = 17
+
+
+def _have(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _require_onnx() -> None:
+    if not _have("onnx"):
+        raise BiotroveError(
+            "--format onnx needs the onnx package, which is not installed",
+            hint="pip install 'biotrove[onnx]' (onnx and onnxruntime)",
+        )
+
+
+def _encoders(model: Any):
+    import torch
+    import torch.nn.functional as F
+
+    class ImageEncoder(torch.nn.Module):
+        def __init__(self, m: Any):
+            super().__init__()
+            self.m = m
+
+        def forward(self, pixel_values):
+            return F.normalize(self.m.encode_image(pixel_values), dim=-1)
+
+    class TextEncoder(torch.nn.Module):
+        def __init__(self, m: Any):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids):
+            return F.normalize(self.m.encode_text(input_ids), dim=-1)
+
+    return ImageEncoder(model).eval(), TextEncoder(model).eval()
+
+
+def _write_onnx(tmp: Path, source: Any) -> None:
+    import warnings
+
+    import torch
+
+    from biotrove_cli.core.io import atomic_write_json
+
+    model = source.model.to("cpu").float().eval()
+    image_enc, text_enc = _encoders(model)
+    size = source.image_size
+    pixels = torch.zeros(2, 3, size, size)
+    tokens = source.tokenizer(["a photo of a bird.", "a photo of a plant."])
+    try:
+        # no torch.no_grad() here: under it nn.MultiheadAttention takes its fused fast path,
+        # whose op (aten::_native_multi_head_attention) has no ONNX export
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's tracer warnings are not for users
+            torch.onnx.export(
+                image_enc,
+                (pixels,),
+                str(tmp / ONNX_IMAGE),
+                dynamo=False,
+                input_names=["pixel_values"],
+                output_names=["image_embeddings"],
+                dynamic_axes={"pixel_values": {0: "batch"}, "image_embeddings": {0: "batch"}},
+                opset_version=ONNX_OPSET,
+            )
+            torch.onnx.export(
+                text_enc,
+                (tokens,),
+                str(tmp / ONNX_TEXT),
+                dynamo=False,
+                input_names=["input_ids"],
+                output_names=["text_embeddings"],
+                dynamic_axes={"input_ids": {0: "batch"}, "text_embeddings": {0: "batch"}},
+                opset_version=ONNX_OPSET,
+            )
+        import onnx
+
+        for name in (ONNX_IMAGE, ONNX_TEXT):
+            onnx.checker.check_model(str(tmp / name))
+    except (RuntimeError, ValueError, TypeError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise BiotroveError(
+            f"ONNX export of {source.arch} failed ({first[:300]})",
+            hint="export --format open_clip instead; rerun with BIOTROVE_DEBUG=1 for details",
+        ) from exc
+    with torch.no_grad():
+        logit_scale = float(model.logit_scale.exp())
+    atomic_write_json(
+        tmp / ONNX_CONFIG,
+        jsonable(
+            {
+                "image_encoder": ONNX_IMAGE,
+                "text_encoder": ONNX_TEXT,
+                "opset": ONNX_OPSET,
+                "inputs": {
+                    "pixel_values": {"shape": ["batch", 3, size, size], "dtype": "float32"},
+                    "input_ids": {
+                        "shape": ["batch", source.context_length],
+                        "dtype": "int64",
+                    },
+                },
+                "outputs": {
+                    "image_embeddings": "L2-normalised [batch, embed_dim] float32",
+                    "text_embeddings": "L2-normalised [batch, embed_dim] float32",
+                },
+                "embed_dim": int(image_enc(pixels[:1]).shape[-1]),
+                "logit_scale": logit_scale,
+                "preprocess_cfg": dict(source.preprocess_cfg),
+                "tokenizer": "open_clip SimpleTokenizer (CLIP BPE, lower-cased), "
+                f"context_length {source.context_length}",
+                "model_cfg": dict(source.model_cfg),
+            }
+        ),
+    )
