@@ -10,20 +10,8 @@ from typing import Annotated
 import typer
 
 from biotrove_cli.cli.options import ArchOpt, DeviceOpt, LabelsOpt
+from biotrove_cli.core.models.export.config import Dtype, ExportFormat  # light: no torch
 from biotrove_cli.core.taxonomy.captions import DEFAULT_CAPTION, TEXT_TYPES
-
-# Plain enums here (not the core's) so `biotrove --help` imports nothing heavy.
-
-
-class BundleFormat(str, Enum):
-    open_clip = "open_clip"
-    onnx = "onnx"
-
-
-class DtypeChoice(str, Enum):
-    fp32 = "fp32"
-    fp16 = "fp16"
-    bf16 = "bf16"
 
 
 class ReportFormat(str, Enum):
@@ -61,20 +49,20 @@ def export_cmd(
         ),
     ],
     dtype: Annotated[
-        DtypeChoice,
+        Dtype,
         typer.Option("--dtype", case_sensitive=False, help="Precision of the stored weights."),
-    ] = DtypeChoice.fp32,
+    ] = Dtype.fp32,
     labels: LabelsOpt = None,
     arch: ArchOpt = None,
     format: Annotated[
-        BundleFormat,
+        ExportFormat,
         typer.Option(
             "--format",
             case_sensitive=False,
             help="open_clip: config + safetensors for open_clip's local-dir: loader; "
             "onnx: image and text encoders as ONNX (fp32).",
         ),
-    ] = BundleFormat.open_clip,
+    ] = ExportFormat.open_clip,
     verify: Annotated[
         bool,
         typer.Option(
@@ -133,7 +121,7 @@ def export_cmd(
     Safetensors weights (no pickle, no optimizer state); biotrove.json records the source.
     With --labels, `biotrove classify --model DIR` needs no other file.
     """
-    from biotrove_cli.core.models.export import Dtype, ExportConfig, ExportFormat, export_model
+    from biotrove_cli.core.models.export import ExportConfig, export_model
     from biotrove_cli.core.runtime import resolve_device
     from biotrove_cli.output.progress import progress
     from biotrove_cli.output.render import emit
@@ -141,8 +129,8 @@ def export_cmd(
     cfg = ExportConfig(
         source=checkpoint,
         out=out,
-        dtype=Dtype(dtype.value),
-        format=ExportFormat(format.value),
+        dtype=dtype,
+        format=format,
         labels=labels,
         arch=arch,
         text_type=text_type.value,

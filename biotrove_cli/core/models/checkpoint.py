@@ -25,12 +25,12 @@ from biotrove_cli.core.errors import (
     ModelLoadError,
     UnsafeCheckpointError,
 )
+from biotrove_cli.core.layout import CHECKPOINT_DIR, LATEST, checkpoint_step
+
+# named here too: the trainer and the tests write checkpoints through this module
+from biotrove_cli.core.layout import checkpoint_name as checkpoint_name
 
 log = logging.getLogger("biotrove")
-
-CHECKPOINT_DIR = "checkpoints"
-LATEST = "latest"
-_STEP_RE = re.compile(r"^step-(\d+)\.pt$")
 
 
 def _numpy_safe_globals() -> list:
@@ -208,10 +208,6 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     return Path(path)
 
 
-def checkpoint_name(step: int) -> str:
-    return f"step-{step:08d}.pt"
-
-
 def write_latest(run_dir: str | Path, checkpoint: str | Path) -> None:
     """Point ``checkpoints/latest`` at a complete checkpoint (atomic)."""
     from biotrove_cli.core.io import atomic_write_text
@@ -227,9 +223,9 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
         return []
     found = []
     for p in ckdir.iterdir():
-        m = _STEP_RE.match(p.name)
-        if m and p.is_file():
-            found.append((int(m.group(1)), p))
+        step = checkpoint_step(p.name)
+        if step is not None and p.is_file():
+            found.append((step, p))
     return [p for _, p in sorted(found, reverse=True)]
 
 

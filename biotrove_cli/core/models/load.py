@@ -23,6 +23,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from biotrove_cli.core.errors import InputError, ModelLoadError, UsageError
+from biotrove_cli.core.layout import (
+    BUNDLE_CONFIG,
+    CHECKPOINT_DIR,
+    is_bundle_dir,
+    is_onnx_dir,
+    is_run_dir,
+)
 from biotrove_cli.core.models import registry
 from biotrove_cli.core.models.loaded import LoadedModel
 from biotrove_cli.core.models.loaders import (
@@ -35,16 +42,6 @@ from biotrove_cli.core.models.loaders import (
 )
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
-BUNDLE_CONFIG = "open_clip_config.json"
-RUN_CONFIG = "config.yaml"
-
-
-def _is_bundle(path: Path) -> bool:
-    return path.is_dir() and (path / BUNDLE_CONFIG).is_file()
-
-
-def _is_run_dir(path: Path) -> bool:
-    return path.is_dir() and ((path / "checkpoints").is_dir() or (path / RUN_CONFIG).is_file())
 
 
 def load_model(spec: str | Path, *, arch: str | None = None, device: str = "cpu") -> LoadedModel:
@@ -58,11 +55,11 @@ def load_model(spec: str | Path, *, arch: str | None = None, device: str = "cpu"
         raise UsageError("no model given", hint="pass --model (a checkpoint, folder or tag)")
     path = Path(spec_str).expanduser()
     if path.exists():
-        if _is_bundle(path):
+        if is_bundle_dir(path):
             return load_bundle(path, spec_str, device)
-        if _is_run_dir(path):
+        if is_run_dir(path):
             return load_run_dir(path, spec_str, device, arch)
-        if path.is_dir() and (path / "onnx_config.json").is_file():
+        if is_onnx_dir(path):
             raise InputError(
                 f"{path}: an ONNX export, for runtimes without PyTorch",
                 hint="load its .onnx files with onnxruntime (see the README); biotrove commands "
@@ -71,7 +68,7 @@ def load_model(spec: str | Path, *, arch: str | None = None, device: str = "cpu"
         if path.is_dir():
             raise InputError(
                 f"{path}: is neither an exported model folder nor a run folder",
-                hint=f"a bundle holds {BUNDLE_CONFIG}; a run holds checkpoints/",
+                hint=f"a bundle holds {BUNDLE_CONFIG}; a run holds {CHECKPOINT_DIR}/",
             )
         if path.suffix == ".safetensors":
             return _load_safetensors(path, spec_str, device, arch)

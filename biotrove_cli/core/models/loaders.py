@@ -14,6 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from biotrove_cli.core.errors import ModelLoadError
+from biotrove_cli.core.layout import (
+    BUNDLE_CONFIG,
+    BUNDLE_EMBEDDINGS,
+    BUNDLE_LABELS,
+    BUNDLE_META,
+    BUNDLE_WEIGHTS,
+    RUN_LABELS,
+)
 from biotrove_cli.core.models import registry
 from biotrove_cli.core.models.arch import decide_arch
 from biotrove_cli.core.models.build import _finish, _transforms, build_model, load_state_dict_model
@@ -27,13 +35,6 @@ from biotrove_cli.core.models.hub import (
 from biotrove_cli.core.models.loaded import LoadedModel
 
 log = logging.getLogger("biotrove")
-
-BUNDLE_CONFIG = "open_clip_config.json"
-BUNDLE_WEIGHTS = "open_clip_model.safetensors"
-BUNDLE_META = "biotrove.json"
-BUNDLE_LABELS = "labels.parquet"
-BUNDLE_EMBEDDINGS = "class_embeddings.safetensors"
-RUN_LABELS = "labels.parquet"
 
 
 def load_bundle(path: Path, spec: str, device: str) -> LoadedModel:

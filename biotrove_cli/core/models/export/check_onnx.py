@@ -1,5 +1,5 @@
 """Verification child of the ONNX format, run by :mod:`verify` as
-``python -I -c <this file's text> FOLDER INPUTS.npz OUT.npz``.
+``python -I -c <this file's text> IMAGE.onnx TEXT.onnx INPUTS.npz OUT.npz``.
 
 It runs in a fresh Python that can import neither torch nor biotrove (deployment without
 PyTorch). So it stays standalone (numpy and onnxruntime only), and it does its work only as
@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 
 
-def main(folder: str, inputs: str, out: str) -> None:
+def main(image_encoder: str, text_encoder: str, inputs: str, out: str) -> None:
     """Run both encoders on the pixels and tokens in ``inputs``; save the embeddings to ``out``."""
     sys.modules["torch"] = None  # type: ignore[assignment]  # deployment without PyTorch
     sys.modules["biotrove_cli"] = None  # type: ignore[assignment]
@@ -22,8 +22,8 @@ def main(folder: str, inputs: str, out: str) -> None:
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     ep = ["CPUExecutionProvider"]
-    image = ort.InferenceSession(folder + "/image_encoder.onnx", opts, providers=ep)
-    text = ort.InferenceSession(folder + "/text_encoder.onnx", opts, providers=ep)
+    image = ort.InferenceSession(image_encoder, opts, providers=ep)
+    text = ort.InferenceSession(text_encoder, opts, providers=ep)
     np.savez(
         out,
         image=image.run(None, {"pixel_values": data["pixels"]})[0],
@@ -32,4 +32,4 @@ def main(folder: str, inputs: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

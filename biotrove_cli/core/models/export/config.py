@@ -8,6 +8,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from biotrove_cli.core.fmt import human_size
 from biotrove_cli.core.taxonomy.captions import DEFAULT_CAPTION
 
 
@@ -113,34 +114,9 @@ class ExportResult:
         else:
             add("verify", "skipped", self.verify_skipped or "--no-verify")
         for f in self.files:
-            add("files", f["name"], _human(f["bytes"]))
+            add("files", f["name"], human_size(f["bytes"]))
         return rows
 
     def document(self) -> dict[str, Any]:
         """The JSON report: where the export went and its provenance."""
         return {"out": str(self.out), **self.provenance, "files": self.files}
-
-
-def _human(n: int) -> str:
-    for unit, size in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
-
-
-def jsonable(value: Any) -> Any:
-    """Plain JSON data from checkpoint metadata (numpy/torch scalars, paths, tuples...)."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (Path, Enum)):
-        return str(value.value if isinstance(value, Enum) else value)
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
-        try:
-            return jsonable(value.item())
-        except (TypeError, ValueError):
-            pass
-    return str(value)

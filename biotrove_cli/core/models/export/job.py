@@ -7,20 +7,20 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from biotrove_cli.core.errors import InputError, UsageError
+from biotrove_cli.core.fmt import plain
+from biotrove_cli.core.layout import BUNDLE_EMBEDDINGS, BUNDLE_META, BUNDLE_WEIGHTS
 from biotrove_cli.core.models.export.config import (
     Dtype,
     ExportConfig,
     ExportFormat,
     ExportResult,
     Verification,
-    jsonable,
 )
 from biotrove_cli.core.models.export.labels import _write_labels
 from biotrove_cli.core.models.export.onnx import _have, _require_onnx, _write_onnx
@@ -37,6 +37,7 @@ from biotrove_cli.core.models.export.verify import (
     verify_onnx,
     verify_open_clip,
 )
+from biotrove_cli.core.runtime import ProgressFn
 
 log = logging.getLogger("biotrove")
 
@@ -48,20 +49,14 @@ def _source_file(loaded: Any) -> Path | None:
         return None
     src = Path(src)
     if src.is_dir():
-        from biotrove_cli.core.models.loaders import BUNDLE_WEIGHTS
-
         if (src / BUNDLE_WEIGHTS).is_file():
             return src / BUNDLE_WEIGHTS
-        found = sorted(
-            p for p in src.glob("*.safetensors") if p.name != "class_embeddings.safetensors"
-        )
+        found = sorted(p for p in src.glob("*.safetensors") if p.name != BUNDLE_EMBEDDINGS)
         return found[0] if found else None
     return src if src.is_file() else None
 
 
-def export_model(
-    cfg: ExportConfig, progress: Callable[[int, int], None] | None = None
-) -> ExportResult:
+def export_model(cfg: ExportConfig, progress: ProgressFn | None = None) -> ExportResult:
     """Export ``cfg.source`` to ``cfg.out`` (see the module docstring).
 
     Args:
@@ -156,8 +151,6 @@ def export_model(
                 log.warning(f"the ONNX export is not verified: {skipped}")
             if verification is not None:
                 _report_or_raise(verification, dtype)
-        from biotrove_cli.core.models.loaders import BUNDLE_META
-
         provenance = _provenance(
             cfg, source, fmt, dtype, src_file, source_sha, labels_meta, verification
         )
@@ -202,7 +195,7 @@ def _provenance(
 
     from biotrove_cli import __version__
 
-    return jsonable(
+    return plain(
         {
             "format": fmt.value,
             "arch": source.arch,
@@ -223,5 +216,6 @@ def _provenance(
             "training_config": source.train_config,
             "labels": labels_meta,
             "verification": asdict(verification) if verification is not None else None,
-        }
+        },
+        strict=True,
     )

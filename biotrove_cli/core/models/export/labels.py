@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from biotrove_cli.core.errors import VerificationError
+from biotrove_cli.core.layout import BUNDLE_EMBEDDINGS, BUNDLE_LABELS
 from biotrove_cli.core.models.export.config import ExportFormat
+from biotrove_cli.core.runtime import ProgressFn
 
 log = logging.getLogger("biotrove")
 
@@ -28,18 +30,13 @@ def _write_labels(
     templates: Sequence[str],
     device: str,
     batch_size: int,
-    progress: Callable[[int, int], None] | None,
+    progress: ProgressFn | None,
 ) -> dict[str, Any]:
     """labels.parquet + class_embeddings.safetensors, keyed for the bundle's own text tower."""
     from safetensors.torch import save_file
 
     from biotrove_cli.core.evaluation import text
-    from biotrove_cli.core.models.loaders import (
-        BUNDLE_EMBEDDINGS,
-        BUNDLE_LABELS,
-        load_bundle,
-        load_class_embeddings,
-    )
+    from biotrove_cli.core.models.loaders import load_bundle, load_class_embeddings
     from biotrove_cli.core.taxonomy.rank import Rank
 
     prompts = text.class_prompts(bank, Rank.SPECIES, text_type, templates)

@@ -8,11 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from biotrove_cli.core.errors import BiotroveError
-from biotrove_cli.core.models.export.config import jsonable
+from biotrove_cli.core.fmt import plain
+from biotrove_cli.core.layout import ONNX_CONFIG, ONNX_IMAGE, ONNX_TEXT
 
-ONNX_IMAGE = "image_encoder.onnx"
-ONNX_TEXT = "text_encoder.onnx"
-ONNX_CONFIG = "onnx_config.json"
 ONNX_OPSET = 17
 
 
@@ -104,7 +102,7 @@ def _write_onnx(tmp: Path, source: Any) -> None:
         logit_scale = float(model.logit_scale.exp())
     atomic_write_json(
         tmp / ONNX_CONFIG,
-        jsonable(
+        plain(
             {
                 "image_encoder": ONNX_IMAGE,
                 "text_encoder": ONNX_TEXT,
@@ -126,6 +124,7 @@ def _write_onnx(tmp: Path, source: Any) -> None:
                 "tokenizer": "open_clip SimpleTokenizer (CLIP BPE, lower-cased), "
                 f"context_length {source.context_length}",
                 "model_cfg": dict(source.model_cfg),
-            }
+            },
+            strict=True,
         ),
     )

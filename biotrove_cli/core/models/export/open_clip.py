@@ -7,7 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from biotrove_cli.core.models.export.config import Dtype, jsonable
+from biotrove_cli.core.fmt import plain
+from biotrove_cli.core.layout import BUNDLE_CONFIG, BUNDLE_WEIGHTS
+from biotrove_cli.core.models.export.config import Dtype
 
 
 def _torch_dtype(dtype: Dtype):
@@ -21,7 +23,6 @@ def _write_open_clip(tmp: Path, source: Any, dtype: Dtype) -> None:
     from safetensors.torch import save_file
 
     from biotrove_cli.core.io import atomic_write_json
-    from biotrove_cli.core.models.loaders import BUNDLE_CONFIG, BUNDLE_WEIGHTS
 
     tdtype = _torch_dtype(dtype)
     tensors = {}
@@ -32,11 +33,11 @@ def _write_open_clip(tmp: Path, source: Any, dtype: Dtype) -> None:
         tensors[name] = t.contiguous()
     save_file(tensors, str(tmp / BUNDLE_WEIGHTS), metadata={"format": "pt"})
     del tensors
-    model_cfg = jsonable(dict(source.model_cfg))
+    model_cfg = plain(dict(source.model_cfg), strict=True)
     model_cfg["quick_gelu"] = bool(source.quick_gelu)
     pcfg = {
         k: v
-        for k, v in jsonable(dict(source.preprocess_cfg)).items()
+        for k, v in plain(dict(source.preprocess_cfg), strict=True).items()
         if k in ("size", "mode", "mean", "std", "interpolation", "resize_mode", "fill_color")
     }
     atomic_write_json(tmp / BUNDLE_CONFIG, {"model_cfg": model_cfg, "preprocess_cfg": pcfg})

@@ -17,11 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from biotrove_cli.core.errors import OutputExistsError
+from biotrove_cli.core.layout import EXPORT_MARKERS
 
 log = logging.getLogger("biotrove")
-
-#: Marker files of a folder that is an export (and so may be replaced with ``force``).
-EXPORT_MARKERS = ("biotrove.json", "open_clip_config.json", "onnx_config.json")
 
 
 def check_out(out: Path, force: bool) -> None:

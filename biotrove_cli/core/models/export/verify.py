@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from biotrove_cli.core.errors import VerificationError
+from biotrove_cli.core.layout import ONNX_IMAGE, ONNX_TEXT
 from biotrove_cli.core.models.export.config import TOLERANCE, Dtype, Verification
 
 log = logging.getLogger("biotrove")
@@ -176,7 +177,12 @@ def verify_onnx(folder: Path, source: Any, taxa: list[Any]) -> Verification:
         )
         _run_python(
             _script("check_onnx.py"),
-            [str(folder), str(scratch / "inputs.npz"), str(scratch / "out.npz")],
+            [
+                str(folder / ONNX_IMAGE),
+                str(folder / ONNX_TEXT),
+                str(scratch / "inputs.npz"),
+                str(scratch / "out.npz"),
+            ],
             scratch,
             "onnxruntime",
         )
