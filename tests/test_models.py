@@ -220,3 +220,79 @@ def test_unknown_architecture(tmp_path):
     with pytest.raises(ModelLoadError) as err:
         load_model(tmp_path / "odd.pt")
     assert "no open_clip model has these shapes" in err.value.message
+
+
+def test_spec_parsing_names_every_kind_and_loads_nothing(tmp_path):
+    """The parser decides what a spec is from names and folders alone: no torch, no open_clip."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    bundle, run, onnx_dir, folder = (tmp_path / n for n in ("bundle", "run", "onnx", "folder"))
+    for d in (bundle, run / "checkpoints", onnx_dir, folder):
+        d.mkdir(parents=True)
+    (bundle / "open_clip_config.json").write_text("{}")
+    (onnx_dir / "onnx_config.json").write_text("{}")
+    for name in ("x.pt", "w.safetensors"):
+        (tmp_path / name).write_bytes(b"not read")
+    home = tmp_path / "home"
+    specs = {
+        str(bundle): ("bundle", str(bundle), "", ""),
+        f"local-dir:{bundle}": ("bundle", str(bundle), "", ""),
+        str(run): ("run", str(run), "", ""),
+        str(onnx_dir): ("onnx", str(onnx_dir), "", ""),
+        str(folder): ("folder", str(folder), "", ""),
+        str(tmp_path / "x.pt"): ("checkpoint", str(tmp_path / "x.pt"), "", ""),
+        str(tmp_path / "w.safetensors"): ("safetensors", str(tmp_path / "w.safetensors"), "", ""),
+        "CLIP-O": (
+            "preset",
+            str(home / "models" / "biotroveclip-vit-b-16-from-openai-epoch-40.pt"),
+            "",
+            "",
+        ),
+        "hf-hub:imageomics/bioclip": ("hf-hub", None, "", ""),
+        "ViT-B-16:openai": ("pretrained", None, "ViT-B-16", "openai"),
+        "biotrove-tiny:scratch": ("random", None, "biotrove-tiny", "scratch"),
+        f"biotrove-tiny:{tmp_path / 'x.pt'}": (
+            "arch-file",
+            str(tmp_path / "x.pt"),
+            "biotrove-tiny",
+            str(tmp_path / "x.pt"),
+        ),
+        "ViT-B-16": ("unknown", None, "", ""),
+        "missing/x.pt": ("unknown", None, "", ""),
+    }
+    script = (
+        "import json, sys\n"
+        "from biotrove_cli.core.models.spec import parse_model_spec\n"
+        "out = {}\n"
+        "for text in json.loads(sys.argv[1]):\n"
+        "    s = parse_model_spec(text)\n"
+        "    out[text] = [s.kind.value, str(s.path) if s.path else None, s.arch, s.tag]\n"
+        "heavy = sorted(m for m in ('torch', 'open_clip', 'safetensors') if m in sys.modules)\n"
+        "print(json.dumps({'specs': out, 'heavy': heavy}))\n"
+    )
+    env = {**os.environ, "BIOTROVE_HOME": str(home)}
+    proc = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(list(specs))],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["heavy"] == []
+    assert {k: tuple(v) for k, v in got["specs"].items()} == specs
+
+    from biotrove_cli.core.models.spec import parse_model_spec
+
+    assert parse_model_spec("missing/x.pt").looks_like_path
+    assert not parse_model_spec("definitely-not-a-model").looks_like_path
+    with pytest.raises(UsageError):
+        parse_model_spec("  ")
+    with pytest.raises(UsageError):
+        parse_model_spec("local-dir:")

@@ -33,6 +33,7 @@ EXAMPLES = (
 )
 
 
+# Long only by its signature: one annotated parameter per flag.
 def export_cmd(
     checkpoint: Annotated[
         str,

@@ -1,1 +1,4 @@
-"""Models: the architecture registry and presets, checkpoint I/O, ``load_model``, export."""
+"""Models: what a model spec names (``spec``), the loaders per kind (``loaders``) behind
+``load_model`` (``load``), architecture inference (``arch``), building (``build``), the model hub
+(``hub``), checkpoint I/O (``checkpoint``), the architecture registry and BioTrove-CLIP presets
+(``registry``), and ``export/``."""

@@ -84,13 +84,15 @@ def infer_arch_candidates(sd: dict[str, Any]) -> list[str]:
     return names
 
 
-def _quickgelu_name(arch: str) -> str:
-    base = arch[: -len("-quickgelu")] if arch.endswith("-quickgelu") else arch
+def quickgelu_name(arch: str) -> str:
+    """The QuickGELU variant of ``arch`` where open_clip has one, else its base name."""
+    base = base_name(arch)
     q = f"{base}-quickgelu"
     return q if registry.arch_config(q) is not None else base
 
 
-def _base_name(arch: str) -> str:
+def base_name(arch: str) -> str:
+    """``ViT-B-16-quickgelu`` -> ``ViT-B-16``."""
     return arch[: -len("-quickgelu")] if arch.endswith("-quickgelu") else arch
 
 
@@ -99,47 +101,35 @@ def decide_arch(
     train_cfg: dict[str, Any] | None,
     *,
     arch: str | None = None,
-    quick_gelu: bool | None = None,
     reason: str | None = None,
 ) -> tuple[str | None, bool, str]:
     """Which architecture and activation a checkpoint file gets, and why (no I/O).
 
-    Precedence: an explicit ``arch`` (``--arch``), the checkpoint's stored training config, a
-    published BioTrove-CLIP file name (its documented architecture, QuickGELU included), then
-    none: the caller infers the architecture from the weights' shapes, QuickGELU off unless
-    ``quick_gelu`` says otherwise.
+    Precedence: an explicit ``arch`` (``--arch``; ``reason`` says why, when not from the flag),
+    the checkpoint's stored training config, a published BioTrove-CLIP file name (its documented
+    architecture, QuickGELU included), then none: the caller infers the architecture from the
+    weights' shapes, with QuickGELU off (the weights cannot tell).
 
     Returns:
         (architecture or None to infer it, QuickGELU, the reason in words)
     """
-    stored_arch = None
-    if train_cfg:
-        stored_arch = (train_cfg.get("model") or {}).get("arch")
+    stored = (train_cfg.get("model") or {}) if train_cfg else {}
     preset = registry.preset_for_filename(filename)
     if arch:
-        why = reason or f"architecture {arch} from --arch"
-        q = arch.endswith("-quickgelu") if quick_gelu is None else quick_gelu
-    elif stored_arch:
-        assert train_cfg is not None
-        arch = stored_arch
-        q = bool((train_cfg.get("model") or {}).get("quick_gelu")) or arch.endswith("-quickgelu")
-        why = f"architecture {arch} from the checkpoint's stored training config"
-    elif preset is not None:
-        arch = preset.arch
-        q = preset.quick_gelu
+        return arch, arch.endswith("-quickgelu"), reason or f"architecture {arch} from --arch"
+    if stored.get("arch"):
+        arch = stored["arch"]
+        q = bool(stored.get("quick_gelu")) or arch.endswith("-quickgelu")
+        return arch, q, f"architecture {arch} from the checkpoint's stored training config"
+    if preset is not None:
         why = (
             f"{preset.title} file name: documented as {preset.arch}"
-            f"{' (QuickGELU, OpenAI/MetaCLIP-initialised)' if q else ''}"
+            f"{' (QuickGELU, OpenAI/MetaCLIP-initialised)' if preset.quick_gelu else ''}"
         )
-    else:
-        q = bool(quick_gelu)
-        why = reason or (
-            "QuickGELU "
-            + (
-                "on"
-                if q
-                else "off: the checkpoint does not record its "
-                "activation; pass --arch ARCH-quickgelu for OpenAI-initialised weights"
-            )
-        )
-    return arch, bool(q), why
+        return preset.arch, preset.quick_gelu, why
+    return (
+        None,
+        False,
+        "QuickGELU off: the checkpoint does not record its activation; pass --arch "
+        "ARCH-quickgelu for OpenAI-initialised weights",
+    )

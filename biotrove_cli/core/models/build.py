@@ -10,16 +10,17 @@ from typing import Any
 from biotrove_cli.core.errors import ModelLoadError
 from biotrove_cli.core.models import registry
 from biotrove_cli.core.models.arch import (
-    _base_name,
-    _quickgelu_name,
+    base_name,
     infer_arch_candidates,
+    quickgelu_name,
     state_dict_shapes,
 )
 from biotrove_cli.core.models.hub import quiet_open_clip
 from biotrove_cli.core.models.loaded import LoadedModel
 
 
-def _transforms(model: Any):
+def eval_transform(model: Any) -> tuple[Any, dict[str, Any]]:
+    """The model's inference preprocessing and its config (size, mean, std, resize mode...)."""
     import open_clip
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
@@ -48,6 +49,7 @@ def build_model(arch: str, quick_gelu: bool = False, device: str = "cpu") -> tup
 
 
 def _load_weights(model: Any, sd: dict[str, Any], source: str) -> None:
+    """Load ``sd`` strictly, or say in one line what does not fit (and how many)."""
     if "logit_scale" in sd and sd["logit_scale"].ndim != model.logit_scale.ndim:
         sd["logit_scale"] = sd["logit_scale"].reshape(model.logit_scale.shape)
     sd.pop("text.transformer.embeddings.position_ids", None)
@@ -70,15 +72,19 @@ def _load_weights(model: Any, sd: dict[str, Any], source: str) -> None:
     model.load_state_dict(sd, strict=True)
 
 
-def _finish(model: Any, arch: str, cfg: dict, device: str, **kwargs: Any) -> LoadedModel:
+def finish_loading(
+    model: Any, arch: str, cfg: dict, device: str, *, tokenizer: Any = None, **kwargs: Any
+) -> LoadedModel:
+    """A loaded open_clip model, in eval mode on ``device``, with its preprocessing and (unless
+    given) the tokenizer of its architecture; ``kwargs`` are the other LoadedModel fields."""
     import open_clip
 
     model.eval()
     model.to(device)
-    preprocess, pcfg = _transforms(model)
-    tokenizer = open_clip.get_tokenizer(
-        _base_name(arch) if registry.arch_config(_base_name(arch)) else arch
-    )
+    preprocess, pcfg = eval_transform(model)
+    if tokenizer is None:
+        base = base_name(arch)
+        tokenizer = open_clip.get_tokenizer(base if registry.arch_config(base) else arch)
     return LoadedModel(
         model=model,
         preprocess=preprocess,
@@ -107,10 +113,10 @@ def load_state_dict_model(
     if arch:
         explicit_q = arch.endswith("-quickgelu")
         q = bool(quick_gelu) or explicit_q
-        name = _quickgelu_name(arch) if q else arch
+        name = quickgelu_name(arch) if q else arch
         model, cfg = build_model(name, quick_gelu=q, device="cpu")
         _load_weights(model, sd, str(source or spec))
-        return _finish(
+        return finish_loading(
             model,
             name,
             cfg,
@@ -131,7 +137,7 @@ def load_state_dict_model(
         )
     last_error: ModelLoadError | None = None
     for cand in candidates:
-        name = _quickgelu_name(cand) if quick_gelu else cand
+        name = quickgelu_name(cand) if quick_gelu else cand
         try:
             model, cfg = build_model(name, quick_gelu=bool(quick_gelu), device="cpu")
             _load_weights(model, sd, str(source or spec))
@@ -139,7 +145,7 @@ def load_state_dict_model(
             last_error = exc
             continue
         why = f"architecture {name} inferred from the weights' shapes; {reason}"
-        return _finish(
+        return finish_loading(
             model, name, cfg, device, spec=spec, kind=kind, source=source, arch_reason=why, **extra
         )
     assert last_error is not None

@@ -59,13 +59,15 @@ def offline_unless_reachable() -> Iterator[None]:
             os.environ["HF_HUB_OFFLINE"] = saved_env
 
 
-def _why_unavailable() -> str:
+def why_unavailable() -> str:
+    """Why hub weights could not be had, in a few words."""
     if network_available():
         return "the download failed (-v shows open_clip's error)"
     return "not in the local cache, and the model hub cannot be reached (offline)"
 
 
-def _offline_hint(what: str) -> str:
+def offline_hint(what: str) -> str:
+    """How to get ``what`` into the local cache of a machine without network."""
     hub = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
     return (
         f"{what} must already be in the local cache when offline ({hub}/hub for Hugging Face "

@@ -1,113 +1,93 @@
 """``load_model(spec)``: one entry point for every way a user names a model.
 
-Accepted specs, tried in this order:
-
-1. an exported bundle folder (``open_clip_config.json`` + weights, from ``biotrove export``);
-2. a biotrove run folder (its latest complete checkpoint, config and label bank);
-3. a checkpoint file (``.pt``/``.pth``/``.bin``: open_clip training checkpoints with or without
-   ``module.`` prefixes, optimizer state ignored; ``.safetensors`` beside a config or with
-   ``arch=``);
-4. a BioTrove-CLIP model by preset (``clip-o``, ``clip-b``, ``clip-m``) or published file name,
-   looked up in :func:`registry.models_dir` (``$BIOTROVE_HOME/models``);
-5. ``hf-hub:org/repo`` and open_clip ``ARCH:TAG`` pretrained tags, from the local cache only
-   when offline; ``ARCH:random`` builds random weights (benchmarks, smoke tests);
-6. ``ARCH:/path/to/file.pt`` loads a file into a named architecture.
-
-Checkpoint loading is weights-only (see :mod:`checkpoint`). The architecture of a bare state dict
-is inferred from its tensor shapes; QuickGELU comes from the source (the stored config, the
-BioTrove preset, the bundle config, or ``arch=``), and the reason is recorded.
+The spec is parsed first (:func:`spec.parse_model_spec`, which lists the accepted forms), then
+handed to the loader of its kind (:mod:`loaders`). A spec that names nothing loadable gets a
+message saying what it is and what to pass instead.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from biotrove_cli.core.errors import InputError, ModelLoadError, UsageError
-from biotrove_cli.core.layout import (
-    BUNDLE_CONFIG,
-    CHECKPOINT_DIR,
-    is_bundle_dir,
-    is_onnx_dir,
-    is_run_dir,
-)
+from biotrove_cli.core.errors import BiotroveError, InputError, UsageError
+from biotrove_cli.core.layout import BUNDLE_CONFIG, CHECKPOINT_DIR
 from biotrove_cli.core.models import registry
 from biotrove_cli.core.models.loaded import LoadedModel
 from biotrove_cli.core.models.loaders import (
-    _load_safetensors,
+    load_arch_file,
     load_bundle,
     load_checkpoint_file,
     load_hf_hub,
+    load_preset,
     load_pretrained,
+    load_random,
     load_run_dir,
+    load_safetensors,
 )
-
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+from biotrove_cli.core.models.spec import ModelSpec, SpecKind, parse_model_spec
 
 
 def load_model(spec: str | Path, *, arch: str | None = None, device: str = "cpu") -> LoadedModel:
-    """Load any model a user can name (see the module docstring), ready for inference.
+    """Load any model a user can name (see :mod:`spec`), ready for inference.
+
+    Args:
+        spec: what the user passed (``--model`` / CHECKPOINT).
+        arch: the open_clip architecture of bare weights (``--arch``), when not inferred.
+        device: where the model goes.
 
     Raises:
         ModelLoadError (and subclasses): with a hint naming what to do next.
+        InputError, UsageError: the spec names nothing loadable.
     """
-    spec_str = str(spec).strip()
-    if not spec_str:
-        raise UsageError("no model given", hint="pass --model (a checkpoint, folder or tag)")
-    path = Path(spec_str).expanduser()
-    if path.exists():
-        if is_bundle_dir(path):
-            return load_bundle(path, spec_str, device)
-        if is_run_dir(path):
-            return load_run_dir(path, spec_str, device, arch)
-        if is_onnx_dir(path):
-            raise InputError(
-                f"{path}: an ONNX export, for runtimes without PyTorch",
-                hint="load its .onnx files with onnxruntime (see the README); biotrove commands "
-                "take the open_clip export (biotrove export --format open_clip)",
-            )
-        if path.is_dir():
-            raise InputError(
-                f"{path}: is neither an exported model folder nor a run folder",
-                hint=f"a bundle holds {BUNDLE_CONFIG}; a run holds {CHECKPOINT_DIR}/",
-            )
-        if path.suffix == ".safetensors":
-            return _load_safetensors(path, spec_str, device, arch)
-        return load_checkpoint_file(path, spec_str, device, arch)
-    if spec_str.startswith("hf-hub:"):
-        return load_hf_hub(spec_str, device)
-    if spec_str.startswith("local-dir:"):
-        return load_model(spec_str[len("local-dir:") :], arch=arch, device=device)
-    preset = registry.BIOTROVE_MODELS.get(spec_str.lower()) or registry.preset_for_filename(
-        spec_str
-    )
-    if preset is not None:
-        candidate = registry.models_dir() / preset.filename
-        if candidate.is_file():
-            return load_checkpoint_file(candidate, spec_str, device, arch)
-        raise ModelLoadError(
-            f"{preset.title} weights not found: {candidate} does not exist",
-            hint=f"download {preset.filename} from {registry.HF_BIOTROVE} on a machine with "
-            f"network and place it in {registry.models_dir()} (or set BIOTROVE_HOME)",
+    s = parse_model_spec(spec)
+    match s.kind:
+        case SpecKind.BUNDLE:
+            return load_bundle(s.file, s.text, device)
+        case SpecKind.RUN:
+            return load_run_dir(s.file, s.text, device, arch)
+        case SpecKind.SAFETENSORS:
+            return load_safetensors(s.file, s.text, device, arch)
+        case SpecKind.CHECKPOINT:
+            return load_checkpoint_file(s.file, s.text, device, arch)
+        case SpecKind.PRESET if s.preset is not None:
+            return load_preset(s.preset, s.file, s.text, device, arch)
+        case SpecKind.HF_HUB:
+            return load_hf_hub(s.text, device)
+        case SpecKind.RANDOM:
+            return load_random(s.arch, s.tag, s.text, device)
+        case SpecKind.ARCH_FILE:
+            return load_arch_file(s.arch, s.file, s.text, device)
+        case SpecKind.PRETRAINED:
+            return load_pretrained(s.arch, s.tag, s.text, device)
+    raise not_loadable(s)
+
+
+def not_loadable(s: ModelSpec) -> BiotroveError:
+    """The error for a spec that names nothing biotrove loads (ONNX, a folder, nothing)."""
+    if s.kind is SpecKind.ONNX:
+        return InputError(
+            f"{s.path}: an ONNX export, for runtimes without PyTorch",
+            hint="load its .onnx files with onnxruntime (see the README); biotrove commands "
+            "take the open_clip export (biotrove export --format open_clip)",
         )
-    if ":" in spec_str and not spec_str.startswith((".", "/")):
-        name, tag = spec_str.split(":", 1)
-        return load_pretrained(name, tag, spec_str, device)
-    if registry.arch_config(spec_str) is not None:
-        raise UsageError(
-            f"{spec_str!r} names an architecture, not weights",
-            hint=f"use {spec_str}:TAG for pretrained weights (e.g. ViT-B-16:openai), "
-            f"{spec_str}:random for random ones, or a checkpoint file",
+    if s.kind is SpecKind.FOLDER:
+        return InputError(
+            f"{s.path}: is neither an exported model folder nor a run folder",
+            hint=f"a bundle holds {BUNDLE_CONFIG}; a run holds {CHECKPOINT_DIR}/",
         )
-    looks_like_path = (
-        any(c in spec_str for c in "/\\") or Path(spec_str).suffix in CHECKPOINT_SUFFIXES
+    if registry.arch_config(s.text) is not None:
+        return UsageError(
+            f"{s.text!r} names an architecture, not weights",
+            hint=f"use {s.text}:TAG for pretrained weights (e.g. ViT-B-16:openai), "
+            f"{s.text}:random for random ones, or a checkpoint file",
+        )
+    what = (
+        "no such file or folder"
+        if s.looks_like_path
+        else "not a file, a folder, a BioTrove-CLIP model or an open_clip tag"
     )
-    raise InputError(
-        f"{spec_str}: "
-        + (
-            "no such file or folder"
-            if looks_like_path
-            else "not a file, a folder, a BioTrove-CLIP model or an open_clip tag"
-        ),
+    return InputError(
+        f"{s.text}: {what}",
         hint="pass a checkpoint (.pt), an exported folder, a run folder, clip-o/clip-b/clip-m, "
         "hf-hub:org/repo or ARCH:TAG (e.g. ViT-B-16:openai)",
     )

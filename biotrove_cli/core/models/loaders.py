@@ -1,15 +1,15 @@
-"""The loaders, one per kind of model source: an exported bundle, a run folder, a checkpoint
-file (``.pt`` or ``.safetensors``), an open_clip pretrained tag (or random weights, or a file
-loaded into a named architecture), and a ``hf-hub:`` repository.
+"""The loaders, one per kind of model source (:class:`spec.SpecKind`): an exported bundle, a run
+folder, a checkpoint file (``.pt`` or ``.safetensors``), a BioTrove-CLIP preset, open_clip random
+weights or a pretrained tag, and a ``hf-hub:`` repository.
 
-Checkpoint loading is weights-only (see :mod:`checkpoint`).
+Checkpoint loading is weights-only (see :mod:`checkpoint`). The architecture of a bare state dict
+is inferred from its tensor shapes (see :mod:`arch`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +24,16 @@ from biotrove_cli.core.layout import (
 )
 from biotrove_cli.core.models import registry
 from biotrove_cli.core.models.arch import decide_arch
-from biotrove_cli.core.models.build import _finish, _transforms, build_model, load_state_dict_model
+from biotrove_cli.core.models.build import build_model, finish_loading, load_state_dict_model
 from biotrove_cli.core.models.checkpoint import extract_state_dict, resolve_latest, safe_load
 from biotrove_cli.core.models.hub import (
-    _offline_hint,
-    _why_unavailable,
+    offline_hint,
     offline_unless_reachable,
     quiet_open_clip,
+    why_unavailable,
 )
 from biotrove_cli.core.models.loaded import LoadedModel
+from biotrove_cli.core.models.registry import ModelPreset
 
 log = logging.getLogger("biotrove")
 
@@ -80,17 +81,12 @@ def load_bundle(path: Path, spec: str, device: str) -> LoadedModel:
         labels = LabelBank.load(path / BUNDLE_LABELS)
         if (path / BUNDLE_EMBEDDINGS).is_file():
             class_emb = load_class_embeddings(path / BUNDLE_EMBEDDINGS)
-    import open_clip as oc
-
-    model.eval().to(device)
-    preprocess, pcfg = _transforms(model)
-    tokenizer = oc.get_tokenizer(f"local-dir:{path}")
-    return LoadedModel(
-        model=model,
-        preprocess=preprocess,
-        tokenizer=tokenizer,
-        arch=arch,
-        quick_gelu=bool(cfg.get("quick_gelu", False)),
+    return finish_loading(
+        model,
+        arch,
+        cfg,
+        device,
+        tokenizer=open_clip.get_tokenizer(f"local-dir:{path}"),
         spec=spec,
         kind="bundle",
         arch_reason=f"read from the bundle's {BUNDLE_CONFIG}",
@@ -98,13 +94,12 @@ def load_bundle(path: Path, spec: str, device: str) -> LoadedModel:
         labels=labels,
         class_embeddings=class_emb,
         train_config=meta.get("training_config"),
-        model_cfg=cfg,
-        preprocess_cfg=pcfg,
         checkpoint_meta=meta,
     )
 
 
 def load_class_embeddings(path: Path) -> dict[str, Any]:
+    """A bundle's precomputed class text embeddings and their metadata (the prompts key)."""
     from safetensors import safe_open
 
     try:
@@ -124,11 +119,17 @@ def load_checkpoint_file(
     device: str,
     arch: str | None,
     kind: str = "checkpoint",
-    quick_gelu: bool | None = None,
     reason: str | None = None,
     extra: dict | None = None,
 ) -> LoadedModel:
-    """A ``.pt`` training checkpoint (open_clip or biotrove) or a bare state dict."""
+    """A ``.pt`` training checkpoint (open_clip or biotrove) or a bare state dict.
+
+    Args:
+        arch: the architecture to load it into (``--arch``); None decides from the file.
+        kind: the kind the loaded model reports (a run's checkpoint says ``run``).
+        reason: why ``arch`` (recorded instead of "from --arch").
+        extra: more :class:`LoadedModel` fields (a run's label bank).
+    """
     obj = safe_load(path)
     sd = extract_state_dict(obj, source=str(path))
     meta: dict[str, Any] = {}
@@ -137,9 +138,7 @@ def load_checkpoint_file(
         meta = {k: obj[k] for k in ("epoch", "step", "name", "biotrove_version") if k in obj}
         if isinstance(obj.get("config"), dict):
             train_cfg = obj["config"]
-    arch, q, why = decide_arch(
-        path.name, train_cfg, arch=arch, quick_gelu=quick_gelu, reason=reason
-    )
+    arch, q, why = decide_arch(path.name, train_cfg, arch=arch, reason=reason)
     return load_state_dict_model(
         sd,
         spec=spec,
@@ -155,109 +154,8 @@ def load_checkpoint_file(
     )
 
 
-def load_run_dir(path: Path, spec: str, device: str, arch: str | None) -> LoadedModel:
-    ckpt = resolve_latest(path)
-    if ckpt is None:
-        raise ModelLoadError(
-            f"{path}: the run has no complete checkpoint yet",
-            hint=f"train it with `biotrove train --run-dir {path} ...` "
-            "or pass --model with a checkpoint",
-        )
-    extra: dict[str, Any] = {}
-    if (path / RUN_LABELS).is_file():
-        from biotrove_cli.core.taxonomy.labelbank import LabelBank
-
-        extra["labels"] = LabelBank.load(path / RUN_LABELS)
-    return load_checkpoint_file(ckpt, spec, device, arch, kind="run", extra=extra)
-
-
-def load_pretrained(arch: str, tag: str, spec: str, device: str) -> LoadedModel:
-    registry.ensure_registered()
-    import open_clip
-
-    if registry.arch_config(arch) is None:
-        raise ModelLoadError(
-            f"unknown open_clip architecture {arch!r} in {spec!r}",
-            hint="open_clip.list_models() lists the names; e.g. ViT-B-16:openai",
-        )
-    if tag.lower() in ("random", "none", "scratch"):
-        model, cfg = build_model(arch, device="cpu")
-        return _finish(
-            model,
-            arch,
-            cfg,
-            device,
-            spec=spec,
-            kind="random",
-            source=None,
-            arch_reason=f"{arch} with random weights ({tag})",
-        )
-    if os.path.isfile(tag):
-        return load_checkpoint_file(
-            Path(tag), spec, device, arch, reason=f"architecture {arch} named in the spec"
-        )
-    if not open_clip.get_pretrained_cfg(arch, tag):
-        tags = open_clip.list_pretrained_tags_by_model(arch)
-        raise ModelLoadError(
-            f"{arch} has no pretrained tag {tag!r}",
-            hint=f"tags: {', '.join(tags) or '(none)'}; or ARCH:random, "
-            "or ARCH:/path/to/weights.pt",
-        )
-    try:
-        with quiet_open_clip(), offline_unless_reachable():
-            model = open_clip.create_model(arch, pretrained=tag, device="cpu")
-    except Exception as exc:
-        log.debug("open_clip could not load %s: %s", spec, exc)
-        raise ModelLoadError(
-            f"cannot load pretrained weights {spec!r}: {_why_unavailable()}",
-            hint=_offline_hint(f"the {arch}:{tag} weights"),
-        ) from exc
-    cfg = registry.arch_config(arch) or {}
-    q = bool(open_clip.get_pretrained_cfg(arch, tag).get("quick_gelu", cfg.get("quick_gelu")))
-    cfg["quick_gelu"] = bool(cfg.get("quick_gelu")) or q
-    return _finish(
-        model,
-        arch,
-        cfg,
-        device,
-        spec=spec,
-        kind="pretrained",
-        source=None,
-        arch_reason=f"open_clip pretrained tag {arch}:{tag}",
-    )
-
-
-def load_hf_hub(spec: str, device: str) -> LoadedModel:
-    import open_clip
-
-    try:
-        with quiet_open_clip(), offline_unless_reachable():
-            model = open_clip.create_model(spec, device="cpu")
-            tokenizer = open_clip.get_tokenizer(spec)
-            cfg = open_clip.get_model_config(spec) or {}
-    except Exception as exc:
-        log.debug("open_clip could not load %s: %s", spec, exc)
-        raise ModelLoadError(
-            f"cannot load {spec!r}: {_why_unavailable()}",
-            hint=_offline_hint(spec),
-        ) from exc
-    model.eval().to(device)
-    preprocess, pcfg = _transforms(model)
-    return LoadedModel(
-        model=model,
-        preprocess=preprocess,
-        tokenizer=tokenizer,
-        arch=spec,
-        quick_gelu=bool(cfg.get("quick_gelu", False)),
-        spec=spec,
-        kind="hf-hub",
-        arch_reason="read from the hub repository's open_clip_config.json",
-        model_cfg=cfg,
-        preprocess_cfg=pcfg,
-    )
-
-
-def _load_safetensors(path: Path, spec: str, device: str, arch: str | None) -> LoadedModel:
+def load_safetensors(path: Path, spec: str, device: str, arch: str | None) -> LoadedModel:
+    """A ``.safetensors`` file: the bundle around it, or bare weights (``arch`` or inferred)."""
     if (path.parent / BUNDLE_CONFIG).is_file():
         return load_bundle(path.parent, spec, device)
     from safetensors.torch import load_file
@@ -275,4 +173,130 @@ def _load_safetensors(path: Path, spec: str, device: str, arch: str | None) -> L
         quick_gelu=None,
         reason="QuickGELU off unless --arch says so",
         device=device,
+    )
+
+
+def load_run_dir(path: Path, spec: str, device: str, arch: str | None) -> LoadedModel:
+    """A run folder: its newest complete checkpoint, with the run's label bank."""
+    ckpt = resolve_latest(path)
+    if ckpt is None:
+        raise ModelLoadError(
+            f"{path}: the run has no complete checkpoint yet",
+            hint=f"train it with `biotrove train --run-dir {path} ...` "
+            "or pass --model with a checkpoint",
+        )
+    extra: dict[str, Any] = {}
+    if (path / RUN_LABELS).is_file():
+        from biotrove_cli.core.taxonomy.labelbank import LabelBank
+
+        extra["labels"] = LabelBank.load(path / RUN_LABELS)
+    return load_checkpoint_file(ckpt, spec, device, arch, kind="run", extra=extra)
+
+
+def load_preset(
+    preset: ModelPreset, path: Path, spec: str, device: str, arch: str | None
+) -> LoadedModel:
+    """A published BioTrove-CLIP model, from its file in :func:`registry.models_dir`."""
+    if path.is_file():
+        return load_checkpoint_file(path, spec, device, arch)
+    raise ModelLoadError(
+        f"{preset.title} weights not found: {path} does not exist",
+        hint=f"download {preset.filename} from {registry.HF_BIOTROVE} on a machine with "
+        f"network and place it in {registry.models_dir()} (or set BIOTROVE_HOME)",
+    )
+
+
+def require_arch(arch: str, spec: str) -> None:
+    """Refuse an ``ARCH:...`` spec whose architecture open_clip does not know."""
+    if registry.arch_config(arch) is None:
+        raise ModelLoadError(
+            f"unknown open_clip architecture {arch!r} in {spec!r}",
+            hint="open_clip.list_models() lists the names; e.g. ViT-B-16:openai",
+        )
+
+
+def load_random(arch: str, tag: str, spec: str, device: str) -> LoadedModel:
+    """``ARCH:random``: random weights (benchmarks, smoke tests)."""
+    require_arch(arch, spec)
+    model, cfg = build_model(arch, device="cpu")
+    return finish_loading(
+        model,
+        arch,
+        cfg,
+        device,
+        spec=spec,
+        kind="random",
+        source=None,
+        arch_reason=f"{arch} with random weights ({tag})",
+    )
+
+
+def load_arch_file(arch: str, path: Path, spec: str, device: str) -> LoadedModel:
+    """``ARCH:/path/to/file.pt``: a checkpoint file loaded into a named architecture."""
+    require_arch(arch, spec)
+    return load_checkpoint_file(
+        path, spec, device, arch, reason=f"architecture {arch} named in the spec"
+    )
+
+
+def load_pretrained(arch: str, tag: str, spec: str, device: str) -> LoadedModel:
+    """``ARCH:TAG``: open_clip pretrained weights, from the local cache only when offline."""
+    require_arch(arch, spec)
+    import open_clip
+
+    if not open_clip.get_pretrained_cfg(arch, tag):
+        tags = open_clip.list_pretrained_tags_by_model(arch)
+        raise ModelLoadError(
+            f"{arch} has no pretrained tag {tag!r}",
+            hint=f"tags: {', '.join(tags) or '(none)'}; or ARCH:random, "
+            "or ARCH:/path/to/weights.pt",
+        )
+    try:
+        with quiet_open_clip(), offline_unless_reachable():
+            model = open_clip.create_model(arch, pretrained=tag, device="cpu")
+    except Exception as exc:
+        log.debug("open_clip could not load %s: %s", spec, exc)
+        raise ModelLoadError(
+            f"cannot load pretrained weights {spec!r}: {why_unavailable()}",
+            hint=offline_hint(f"the {arch}:{tag} weights"),
+        ) from exc
+    cfg = registry.arch_config(arch) or {}
+    q = bool(open_clip.get_pretrained_cfg(arch, tag).get("quick_gelu", cfg.get("quick_gelu")))
+    cfg["quick_gelu"] = bool(cfg.get("quick_gelu")) or q
+    return finish_loading(
+        model,
+        arch,
+        cfg,
+        device,
+        spec=spec,
+        kind="pretrained",
+        source=None,
+        arch_reason=f"open_clip pretrained tag {arch}:{tag}",
+    )
+
+
+def load_hf_hub(spec: str, device: str) -> LoadedModel:
+    """``hf-hub:org/repo``: open_clip's hub loader, from the local cache only when offline."""
+    import open_clip
+
+    try:
+        with quiet_open_clip(), offline_unless_reachable():
+            model = open_clip.create_model(spec, device="cpu")
+            tokenizer = open_clip.get_tokenizer(spec)
+            cfg = open_clip.get_model_config(spec) or {}
+    except Exception as exc:
+        log.debug("open_clip could not load %s: %s", spec, exc)
+        raise ModelLoadError(
+            f"cannot load {spec!r}: {why_unavailable()}",
+            hint=offline_hint(spec),
+        ) from exc
+    return finish_loading(
+        model,
+        spec,
+        cfg,
+        device,
+        tokenizer=tokenizer,
+        spec=spec,
+        kind="hf-hub",
+        arch_reason="read from the hub repository's open_clip_config.json",
     )

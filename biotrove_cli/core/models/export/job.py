@@ -4,16 +4,16 @@ and the label bank into a temp folder, verify it, write the provenance and publi
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import tempfile
-from dataclasses import asdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from biotrove_cli.core.errors import InputError, UsageError
 from biotrove_cli.core.fmt import plain
+from biotrove_cli.core.io import atomic_write_json, sha256_file
 from biotrove_cli.core.layout import BUNDLE_EMBEDDINGS, BUNDLE_META, BUNDLE_WEIGHTS
 from biotrove_cli.core.models.export.config import (
     Dtype,
@@ -27,6 +27,7 @@ from biotrove_cli.core.models.export.onnx import _have, _require_onnx, _write_on
 from biotrove_cli.core.models.export.open_clip import _write_open_clip
 from biotrove_cli.core.models.export.publish import (
     _file_records,
+    _make_temp,
     _publish,
     _remove_stale_temps,
     check_out,
@@ -56,8 +57,22 @@ def _source_file(loaded: Any) -> Path | None:
     return src if src.is_file() else None
 
 
+@dataclass
+class _Job:
+    """The checked inputs of one export."""
+
+    cfg: ExportConfig
+    dtype: Dtype
+    fmt: ExportFormat
+    out: Path
+    text_type: str
+    templates_name: str
+    templates: Sequence[str]
+    bank: Any  # the LabelBank to bundle, or None
+
+
 def export_model(cfg: ExportConfig, progress: ProgressFn | None = None) -> ExportResult:
-    """Export ``cfg.source`` to ``cfg.out`` (see the module docstring).
+    """Export ``cfg.source`` to ``cfg.out`` (see the package docstring).
 
     Args:
         cfg: what to export and how.
@@ -69,6 +84,44 @@ def export_model(cfg: ExportConfig, progress: ProgressFn | None = None) -> Expor
         ModelLoadError (and subclasses): the source is not a loadable, safe checkpoint.
         VerificationError: the reloaded export does not reproduce the source.
     """
+    job = _check(cfg)
+    source = _load_source(job)
+    src_file = _source_file(source)
+    source_sha = sha256_file(src_file) if src_file is not None else None
+    _remove_stale_temps(job.out)
+    tmp = _make_temp(job.out)
+    try:
+        labels_meta = _write(tmp, job, source, progress)
+        verification, skipped = _verify(tmp, job, source)
+        provenance = _provenance(
+            cfg, source, job.fmt, job.dtype, src_file, source_sha, labels_meta, verification
+        )
+        atomic_write_json(tmp / BUNDLE_META, provenance)
+        files = _file_records(tmp)
+        _publish(tmp, job.out, cfg.force)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info(f"exported to {job.out}")
+    return ExportResult(
+        out=job.out,
+        format=job.fmt,
+        dtype=job.dtype,
+        arch=source.arch,
+        quick_gelu=source.quick_gelu,
+        arch_reason=source.arch_reason,
+        source=provenance["source"],
+        source_sha256=source_sha,
+        labels=len(job.bank) if job.bank is not None else 0,
+        verification=verification,
+        verify_skipped=skipped if cfg.verify else None,
+        files=files,
+        provenance=provenance,
+    )
+
+
+def _check(cfg: ExportConfig) -> _Job:
+    """Everything that can be refused before the model loads, refused; ``--out``'s parent made."""
     from biotrove_cli.core.evaluation.templates import load_templates
     from biotrove_cli.core.taxonomy.captions import check_text_type
 
@@ -95,89 +148,68 @@ def export_model(cfg: ExportConfig, progress: ProgressFn | None = None) -> Expor
         from biotrove_cli.core.taxonomy.labelbank import LabelBank
 
         bank = LabelBank.load(cfg.labels)
+    return _Job(cfg, dtype, fmt, out, text_type, templates_name, templates, bank)
 
+
+def _load_source(job: _Job) -> Any:
+    """The source model (fp32, CPU); without ``--labels`` its own label bank is bundled."""
     from biotrove_cli.core.models.load import load_model
 
+    cfg = job.cfg
     log.info(f"loading {cfg.source}")
     source = load_model(cfg.source, arch=cfg.arch, device="cpu")
     log.info(
         f"architecture {source.arch} (QuickGELU {'on' if source.quick_gelu else 'off'}); "
         f"why: {source.arch_reason}"
     )
-    if bank is None and source.labels is not None:
-        bank = source.labels
-        log.info(f"bundling the source's label bank ({len(bank)} classes); --labels changes it")
-    src_file = _source_file(source)
-    source_sha = None
-    if src_file is not None:
-        from biotrove_cli.core.io import sha256_file
+    if job.bank is None and source.labels is not None:
+        job.bank = source.labels
+        log.info(f"bundling the source's label bank ({len(job.bank)} classes); --labels changes it")
+    return source
 
-        source_sha = sha256_file(src_file)
 
-    _remove_stale_temps(out)
-    tmp = Path(
-        tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".export-tmp", dir=out.parent)
+def _write(tmp: Path, job: _Job, source: Any, progress: ProgressFn | None) -> dict | None:
+    """The chosen format, then the label bank; returns the labels' provenance (or None)."""
+    if job.fmt is ExportFormat.open_clip:
+        log.info(f"writing the open_clip bundle ({job.dtype.value})")
+        _write_open_clip(tmp, source, job.dtype)
+    else:
+        log.info("writing the ONNX image and text encoders (fp32)")
+        _write_onnx(tmp, source)
+    if job.bank is None:
+        return None
+    return _write_labels(
+        tmp,
+        source,
+        job.bank,
+        fmt=job.fmt,
+        text_type=job.text_type,
+        templates_name=job.templates_name,
+        templates=job.templates,
+        device=job.cfg.device,
+        batch_size=job.cfg.batch_size,
+        progress=progress,
     )
-    try:
-        labels_meta = None
-        if fmt is ExportFormat.open_clip:
-            log.info(f"writing the open_clip bundle ({dtype.value})")
-            _write_open_clip(tmp, source, dtype)
-        else:
-            log.info("writing the ONNX image and text encoders (fp32)")
-            _write_onnx(tmp, source)
-        if bank is not None:
-            labels_meta = _write_labels(
-                tmp,
-                source,
-                bank,
-                fmt=fmt,
-                text_type=text_type,
-                templates_name=templates_name,
-                templates=templates,
-                device=cfg.device,
-                batch_size=cfg.batch_size,
-                progress=progress,
-            )
-        verification = None
-        skipped = None
-        if cfg.verify:
-            if fmt is ExportFormat.open_clip:
-                verification = verify_open_clip(tmp, source, dtype, _verify_taxa(bank))
-            elif _have("onnxruntime"):
-                verification = verify_onnx(tmp, source, _verify_taxa(bank))
-            else:
-                skipped = "onnxruntime is not installed (pip install 'biotrove[onnx]')"
-                log.warning(f"the ONNX export is not verified: {skipped}")
-            if verification is not None:
-                _report_or_raise(verification, dtype)
-        provenance = _provenance(
-            cfg, source, fmt, dtype, src_file, source_sha, labels_meta, verification
-        )
-        from biotrove_cli.core.io import atomic_write_json
 
-        atomic_write_json(tmp / BUNDLE_META, provenance)
-        files = _file_records(tmp)
-        _publish(tmp, out, cfg.force)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    log.info(f"exported to {out}")
-    return ExportResult(
-        out=out,
-        format=fmt,
-        dtype=dtype,
-        arch=source.arch,
-        quick_gelu=source.quick_gelu,
-        arch_reason=source.arch_reason,
-        source=provenance["source"],
-        source_sha256=source_sha,
-        labels=len(bank) if bank is not None else 0,
-        verification=verification,
-        verify_skipped=skipped if cfg.verify else None,
-        files=files,
-        provenance=provenance,
-    )
+
+def _verify(tmp: Path, job: _Job, source: Any) -> tuple[Verification | None, str | None]:
+    """Verify the written export (unless ``--no-verify``); a failure raises.
+
+    Returns:
+        (the verification or None, why it was skipped or None)
+    """
+    if not job.cfg.verify:
+        return None, None
+    if job.fmt is ExportFormat.open_clip:
+        verification = verify_open_clip(tmp, source, job.dtype, _verify_taxa(job.bank))
+    elif _have("onnxruntime"):
+        verification = verify_onnx(tmp, source, _verify_taxa(job.bank))
+    else:
+        skipped = "onnxruntime is not installed (pip install 'biotrove[onnx]')"
+        log.warning(f"the ONNX export is not verified: {skipped}")
+        return None, skipped
+    _report_or_raise(verification, job.dtype)
+    return verification, None
 
 
 def _provenance(

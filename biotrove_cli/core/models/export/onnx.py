@@ -52,6 +52,7 @@ def _encoders(model: Any):
 
 
 def _write_onnx(tmp: Path, source: Any) -> None:
+    """Both encoders as checked ONNX graphs (fp32, dynamic batch) and ``onnx_config.json``."""
     import warnings
 
     import torch
@@ -98,33 +99,35 @@ def _write_onnx(tmp: Path, source: Any) -> None:
             f"ONNX export of {source.arch} failed ({first[:300]})",
             hint="export --format open_clip instead; rerun with BIOTROVE_DEBUG=1 for details",
         ) from exc
+    atomic_write_json(tmp / ONNX_CONFIG, _onnx_config(source, model, image_enc(pixels[:1])))
+
+
+def _onnx_config(source: Any, model: Any, image_embedding: Any) -> dict[str, Any]:
+    """``onnx_config.json``: file names, input shapes, preprocessing and logit scale."""
+    import torch
+
+    size = source.image_size
     with torch.no_grad():
         logit_scale = float(model.logit_scale.exp())
-    atomic_write_json(
-        tmp / ONNX_CONFIG,
-        plain(
-            {
-                "image_encoder": ONNX_IMAGE,
-                "text_encoder": ONNX_TEXT,
-                "opset": ONNX_OPSET,
-                "inputs": {
-                    "pixel_values": {"shape": ["batch", 3, size, size], "dtype": "float32"},
-                    "input_ids": {
-                        "shape": ["batch", source.context_length],
-                        "dtype": "int64",
-                    },
-                },
-                "outputs": {
-                    "image_embeddings": "L2-normalised [batch, embed_dim] float32",
-                    "text_embeddings": "L2-normalised [batch, embed_dim] float32",
-                },
-                "embed_dim": int(image_enc(pixels[:1]).shape[-1]),
-                "logit_scale": logit_scale,
-                "preprocess_cfg": dict(source.preprocess_cfg),
-                "tokenizer": "open_clip SimpleTokenizer (CLIP BPE, lower-cased), "
-                f"context_length {source.context_length}",
-                "model_cfg": dict(source.model_cfg),
+    return plain(
+        {
+            "image_encoder": ONNX_IMAGE,
+            "text_encoder": ONNX_TEXT,
+            "opset": ONNX_OPSET,
+            "inputs": {
+                "pixel_values": {"shape": ["batch", 3, size, size], "dtype": "float32"},
+                "input_ids": {"shape": ["batch", source.context_length], "dtype": "int64"},
             },
-            strict=True,
-        ),
+            "outputs": {
+                "image_embeddings": "L2-normalised [batch, embed_dim] float32",
+                "text_embeddings": "L2-normalised [batch, embed_dim] float32",
+            },
+            "embed_dim": int(image_embedding.shape[-1]),
+            "logit_scale": logit_scale,
+            "preprocess_cfg": dict(source.preprocess_cfg),
+            "tokenizer": "open_clip SimpleTokenizer (CLIP BPE, lower-cased), "
+            f"context_length {source.context_length}",
+            "model_cfg": dict(source.model_cfg),
+        },
+        strict=True,
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,14 @@ def _file_records(folder: Path) -> list[dict[str, Any]]:
         for p in sorted(folder.iterdir())
         if p.is_file()
     ]
+
+
+def _make_temp(out: Path) -> Path:
+    """A new private temp folder beside ``out``, named after ``out`` and this process's pid
+    (so that :func:`_remove_stale_temps` can tell a live export's from a killed one's)."""
+    return Path(
+        tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".export-tmp", dir=out.parent)
+    )
 
 
 def _remove_stale_temps(out: Path) -> None:
