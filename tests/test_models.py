@@ -296,3 +296,17 @@ def test_spec_parsing_names_every_kind_and_loads_nothing(tmp_path):
         parse_model_spec("  ")
     with pytest.raises(UsageError):
         parse_model_spec("local-dir:")
+
+
+def test_folders_that_hold_no_loadable_model_fail_clearly(tmp_path):
+    onnx_dir, folder = tmp_path / "onnx", tmp_path / "photos"
+    onnx_dir.mkdir()
+    folder.mkdir()
+    (onnx_dir / "onnx_config.json").write_text("{}")
+    with pytest.raises(InputError) as err:
+        load_model(onnx_dir)
+    assert "ONNX export" in err.value.message and "--format open_clip" in err.value.hint
+    with pytest.raises(InputError) as err:
+        load_model(folder)
+    assert "neither an exported model folder nor a run folder" in err.value.message
+    assert "open_clip_config.json" in err.value.hint and "checkpoints/" in err.value.hint
