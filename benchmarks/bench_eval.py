@@ -5,7 +5,7 @@
                                     [--batch-size 64] [--skip-text]
 
 Data: photos of the 33 demo species generated once (``core/data/world.py``, 500x375) and
-sharded with biotrove's own writer at 224 px (``core/data/writer.py``), kept in the cache folder.
+sharded with biotrove's own writer at 224 px (``core/data/shard/``), kept in the cache folder.
 Each model gets seeded random weights saved to a checkpoint that both contenders load.
 
 Timed, per model, over the same shards (image pass only; model load and class texts are
@@ -41,7 +41,7 @@ def make_shards(cache: Path, n: int) -> Path:
     import pyarrow.parquet as pq
 
     from biotrove_cli.core.data.world import generate_world
-    from biotrove_cli.core.data.writer import ShardConfig, shard_dataset
+    from biotrove_cli.core.data.shard import ShardConfig, shard_dataset
     from biotrove_cli.core.taxonomy.labelbank import LabelBank
 
     out = cache / f"shards-224-{n}"

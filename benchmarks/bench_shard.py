@@ -97,7 +97,7 @@ def baseline(meta: Path, images: Path, out: Path, size: int = 224) -> int:
 
 
 def ours(meta: Path, images: Path, out: Path, mode: str, workers: int, n: int) -> int:
-    from biotrove_cli.core.data.writer import ShardConfig, shard_dataset
+    from biotrove_cli.core.data.shard import ShardConfig, shard_dataset
 
     # 16 shards: enough units for every worker (one unit only would run in-process)
     cfg = ShardConfig(
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     import webdataset  # noqa: F401
     from PIL import Image  # noqa: F401
 
-    import biotrove_cli.core.data.writer  # noqa: F401
+    import biotrove_cli.core.data.shard  # noqa: F401
 
     load0 = os.getloadavg()
     variants = [

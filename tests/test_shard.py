@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from biotrove_cli.core.data import writer
+from biotrove_cli.core.data import shard as writer
 from biotrove_cli.core.data.shards import (
     SPLITS,
     iter_tar,

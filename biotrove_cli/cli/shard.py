@@ -225,7 +225,7 @@ def shard_cmd(
 
     Rerun the same command after any interruption: it resumes. Bad images are counted, not fatal.
     """
-    from biotrove_cli.core.data import writer
+    from biotrove_cli.core.data import shard as writer
     from biotrove_cli.core.errors import UsageError
     from biotrove_cli.output import console
 

@@ -1,0 +1,270 @@
+"""The sharding job behind ``biotrove shard``: metadata + images -> WebDataset tar shards.
+
+The job runs in four steps:
+
+1. **Plan** (:func:`make_plan`): read the metadata, drop rows without a species and exact
+   duplicate photos, keep the ``--categories``, set rare species aside into ``unseen``
+   (``--min-per-species``), cap frequent ones (``--max-per-species``), split the rest into
+   ``train``/``val`` by sample, shuffle, and cut every split into units of
+   ``--samples-per-shard``. The plan is a pure function of the metadata rows, the arguments and
+   the seed (rows are sorted by photo identity first, so file order does not matter either):
+   every rerun, and every ``--part K/N`` on N machines, computes the same plan without talking
+   to the others. Its fingerprint lands in ``plan.json``; an output folder holding another plan
+   is refused before any work.
+2. **Download** (optional, :mod:`download`): fetch the photos of this part's units that are not
+   on disk.
+3. **Write** (:func:`write_unit`): each unit becomes ``{split}/shard-{index:06d}.tar`` (plus
+   ``_1``, ``_2``... parts when ``--max-shard-bytes`` is reached), each followed by its
+   ``.stats.json``. Both are written atomically; a unit is complete only when the stats of its
+   final part exist. Units are spread over ``--workers`` processes; unit ``u`` (counted over all
+   splits) belongs to part ``u % N + 1``.
+4. **Finalize** (:func:`finalize`): once every unit of the plan is complete, write ``sizes.json``
+   per split, ``taxonomy.parquet`` and ``manifest.json``.
+
+A rerun keeps complete units and deletes then redoes incomplete ones, so the final dataset holds
+every selected sample exactly once, whatever interrupted the earlier run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from biotrove_cli.core.data.shard.config import ShardConfig
+from biotrove_cli.core.data.shard.files import read_json
+from biotrove_cli.core.data.shard.finalize import SplitSummary, finalize, prepare_output, summarize
+from biotrove_cli.core.data.shard.plan import Plan, _n, make_plan
+from biotrove_cli.core.data.shard.pool import write_all
+from biotrove_cli.core.data.shard.sources import fetch_missing, resolve_sources
+from biotrove_cli.core.data.shard.unit import MAX_FAILED_LISTED, WriteSettings, complete_units
+from biotrove_cli.core.data.shards import PLAN
+from biotrove_cli.core.errors import BiotroveError, InputError
+from biotrove_cli.core.taxonomy.captions import check_text_type
+
+log = logging.getLogger("biotrove.shard")
+
+ProgressFn = Callable[[int, int], None]
+PhaseFn = Callable[[str, int], None]
+
+
+@dataclass
+class ShardResult:
+    out: Path
+    fingerprint: str
+    selection: dict[str, int]
+    splits: list[SplitSummary]
+    resumed: bool
+    kept_units: int  # complete before this run
+    written_units: int  # written by this run
+    other_parts_units: int  # units of other --part runs (this run did not touch them)
+    pending_units: int  # units still missing after this run (other parts)
+    finalized: bool
+    seconds: float
+    images_per_second: float
+    download: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+    failed_samples: list[dict[str, str]] = field(default_factory=list)
+
+    def records(self) -> list[dict[str, Any]]:
+        rows = [s.record() for s in self.splits]
+        if len(rows) > 1:
+            total = SplitSummary("total")
+            for s in self.splits:
+                for f in ("shards", "pending", "planned", "written", "failed", "bytes"):
+                    setattr(total, f, getattr(total, f) + getattr(s, f))
+                total.failures.update(s.failures)
+                total.converted.update(s.converted)
+                total.species_keys |= s.species_keys
+            total.species = len(total.species_keys)
+            rows.append(total.record())
+        return rows
+
+
+def shard_dataset(
+    cfg: ShardConfig,
+    progress: ProgressFn | None = None,
+    phase: PhaseFn | None = None,
+) -> ShardResult:
+    """Plan, (download,) write this part's units, and finalize when the whole plan is done.
+
+    Args:
+        progress: ``(done, total)`` callback for the current phase.
+        phase: called with (phase name, total) when a phase (``download``, ``shard``) starts.
+
+    Raises:
+        ConfigError: bad arguments (all listed).
+        InputError / SchemaError: metadata or images unusable, empty selection; with
+            ``--strict``, the first bad sample.
+        OutputExistsError: ``--out`` holds another dataset.
+        BiotroveError (exit 130): interrupted; rerunning resumes.
+    """
+    from biotrove_cli.core.errors import ConfigError
+
+    problems = cfg.validate()
+    if problems:
+        raise ConfigError(problems, hint="see `biotrove shard --help`")
+    t_start = time.monotonic()
+    started_iso = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    images = Path(cfg.images)
+    if not cfg.download and not images.is_dir():
+        raise InputError(
+            f"--images {images}: no such folder",
+            hint="point --images at the photo folder, or add --download to fetch photo_url",
+        )
+    plan = make_plan(cfg)
+    for w in plan.warnings:
+        log.warning(w)
+    sel = plan.selection
+    log.info(
+        f"plan: {sel['rows']} rows -> {sel['selected']} samples in {_n(len(plan.units), 'shard')}"
+        + "".join(
+            f", {sel[k]} {k.replace('_', ' ')}"
+            for k in ("duplicates", "no_species", "outside_categories", "capped")
+            if sel.get(k)
+        )
+        + (
+            f", {sel['unseen_species']} rare species set aside as unseen"
+            if sel.get("unseen_species")
+            else ""
+        )
+    )
+    out = Path(cfg.out)
+    resumed = prepare_output(out, plan)
+    doc_units = [
+        {"split": u.split, "index": u.index, "samples": len(u.samples)} for u in plan.units
+    ]
+    k, n = cfg.part
+    mine = [u for u in plan.units if u.part_of(n) == k]
+    done_before = complete_units(out, doc_units, plan.fingerprint)
+    todo = [u for u in mine if u.ordinal not in done_before]
+    kept = len([u for u in mine if u.ordinal in done_before])
+    if n > 1:
+        log.info(
+            f"part {k}/{n}: {len(mine)} of the {len(plan.units)} shards, {kept} already complete "
+            f"({len(done_before)} complete in all)"
+        )
+    elif resumed:
+        log.info(f"resuming {out}: {len(done_before)} of {len(plan.units)} shards already complete")
+
+    samples = [s for u in todo for s in u.samples]
+    found = resolve_sources(samples, images)
+    download_summary = None
+    if cfg.download:
+        try:
+            download_summary, fetched = fetch_missing(samples, cfg, out, progress, phase)
+        except KeyboardInterrupt:
+            raise _interrupted(out, done_before, plan) from None
+        found += fetched
+    if samples and not found:
+        example = samples[0].path or samples[0].photo_id or samples[0].url
+        raise InputError(
+            f"none of the {len(samples)} images to write is under --images {images} "
+            f"(e.g. {example!r})",
+            hint="point --images at the photo folder: files are found by the path column, or "
+            "as {photo_id}.jpg|jpeg|png|webp anywhere below it"
+            + ("" if cfg.download else "; add --download to fetch photo_url"),
+        )
+
+    settings = WriteSettings(
+        out=str(out),
+        fingerprint=plan.fingerprint,
+        resize_mode=cfg.resize_mode,
+        image_size=cfg.image_size,
+        jpeg_quality=cfg.jpeg_quality,
+        caption=check_text_type(cfg.caption),
+        captions=tuple(check_text_type(c) for c in cfg.captions),
+        max_shard_bytes=cfg.max_shard_bytes,
+        strict=cfg.strict,
+        part_label=f"{k}/{n}",
+    )
+    workers = cfg.workers if cfg.workers > 0 else 1
+    if phase is not None:
+        phase("shard", len(samples))
+    t_write = time.monotonic()
+    try:
+        write_all(todo, settings, workers, progress)
+    except KeyboardInterrupt:
+        raise _interrupted(out, None, plan) from None
+    write_seconds = time.monotonic() - t_write
+
+    plan_doc = plan.document()
+    done_now = complete_units(out, doc_units, plan.fingerprint)
+    missing = [i for i in range(len(plan.units)) if i not in done_now]
+    finalized = False
+    run = {
+        "started": started_iso,
+        "seconds": round(time.monotonic() - t_start, 3),
+        "write_seconds": round(write_seconds, 3),
+        "workers": workers,
+        "part": f"{k}/{n}",
+        "units_written": len(todo),
+        "samples_processed": len(samples),
+        "images_per_second": round(len(samples) / write_seconds, 1) if write_seconds else None,
+    }
+    if not missing:
+        finalize(out, run=run)
+        finalized = True
+    summaries = summarize(plan_doc, done_now)
+    failed_samples = [f for st in done_now.values() for f in st.get("failed_samples", [])][
+        :MAX_FAILED_LISTED
+    ]
+    sel = dict(plan.selection)
+    sel["species"] = len(plan.taxa)
+    return ShardResult(
+        out=out,
+        fingerprint=plan.fingerprint,
+        selection=sel,
+        splits=summaries,
+        resumed=resumed,
+        kept_units=kept,
+        written_units=len(todo),
+        other_parts_units=len(plan.units) - len(mine),
+        pending_units=len(missing),
+        finalized=finalized,
+        seconds=time.monotonic() - t_start,
+        images_per_second=len(samples) / write_seconds if write_seconds and samples else 0.0,
+        download=download_summary,
+        warnings=plan.warnings,
+        failed_samples=failed_samples,
+    )
+
+
+def _interrupted(out: Path, done: dict | None, plan: Plan) -> BiotroveError:
+    if done is None:
+        doc_units = [{"split": u.split, "index": u.index} for u in plan.units]
+        done = complete_units(out, doc_units, plan.fingerprint)
+    return BiotroveError(
+        f"interrupted: {len(done)} of {len(plan.units)} shards are complete in {out}",
+        hint="run the same command again: it keeps the complete shards and redoes the rest",
+        exit_code=130,
+    )
+
+
+def finalize_dataset(out: Path) -> ShardResult:
+    """``biotrove shard --finalize DIR``: index a dataset whose parts were written separately."""
+    t0 = time.monotonic()
+    out = Path(out)
+    manifest = finalize(out)
+    doc = read_json(out / PLAN)
+    done = complete_units(out, doc["units"], doc["fingerprint"])
+    sel = dict(doc.get("selection", {}))
+    sel["species"] = manifest["counts"]["species"]
+    return ShardResult(
+        out=out,
+        fingerprint=doc["fingerprint"],
+        selection=sel,
+        splits=summarize(doc, done),
+        resumed=True,
+        kept_units=len(done),
+        written_units=0,
+        other_parts_units=0,
+        pending_units=0,
+        finalized=True,
+        seconds=time.monotonic() - t0,
+        images_per_second=0.0,
+    )

@@ -1,0 +1,116 @@
+"""Finding each sample's photo: a file under ``--images`` (by path, photo id or file stem), or,
+with ``--download``, a fetch of its ``photo_url`` into that folder (:mod:`..download`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from biotrove_cli.core.data.shard.config import ShardConfig
+from biotrove_cli.core.data.shard.plan import Sample
+
+log = logging.getLogger("biotrove.shard")
+
+LOCAL_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+
+ProgressFn = Callable[[int, int], None]
+PhaseFn = Callable[[str, int], None]
+
+
+# -- finding images ---------------------------------------------------------------------------
+def index_images(folder: Path) -> dict[str, str]:
+    """Lower-case file stem -> path, for every image under ``folder`` (first in sorted order)."""
+    index: dict[str, str] = {}
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            stem, dot, ext = name.rpartition(".")
+            if dot and f".{ext.lower()}" in LOCAL_SUFFIXES:
+                index.setdefault(stem.lower(), os.path.join(root, name))
+    return index
+
+
+def resolve_sources(samples: list[Sample], images: Path) -> int:
+    """Set ``sample.source`` for each sample whose image is under ``images``; returns found.
+
+    A ``path`` is tried under ``images`` (a leading ``/`` is taken as the data root, as in the
+    Life-Stages metadata), then as given; then the file is looked up by photo id, then by the
+    path's file stem, in an index of the folder built once.
+    """
+    index: dict[str, str] | None = None
+    found = 0
+    for s in samples:
+        s.source = ""
+        if s.path:
+            p = Path(s.path)
+            for cand in (images / s.path.lstrip("/\\"), p):
+                if cand.is_file():
+                    s.source = str(cand)
+                    break
+        if not s.source:
+            stems = [x.lower() for x in (s.photo_id, Path(s.path).stem if s.path else "") if x]
+            if stems:
+                if index is None:
+                    index = index_images(images) if images.is_dir() else {}
+                s.source = next((index[x] for x in stems if x in index), "")
+        found += bool(s.source)
+    return found
+
+
+def _download_target(s: Sample, images: Path) -> Path:
+    """Where a downloaded photo goes: its ``path`` under --images, else ``{key}{suffix}``."""
+    from biotrove_cli.core.data.download import dest_name
+
+    if s.path and not Path(s.path).is_absolute():
+        return images / s.path
+    return images / dest_name(s.url, s.key)
+
+
+def fetch_missing(
+    samples: list[Sample],
+    cfg: ShardConfig,
+    out: Path,
+    progress: ProgressFn | None,
+    phase: PhaseFn | None,
+) -> tuple[dict[str, Any] | None, int]:
+    """Fetch the samples' photos that are not local (those with a URL); set their source.
+
+    Returns the download summary (None when nothing needed fetching) and how many samples
+    gained a local file.
+    """
+    from biotrove_cli import __version__
+    from biotrove_cli.core.data.download import STATUS_FILE, DownloadJob, download_all
+
+    images = Path(cfg.images)
+    wanted = [s for s in samples if not s.source and s.url]
+    if not wanted:
+        return None, 0
+    images.mkdir(parents=True, exist_ok=True)
+    if phase is not None:
+        phase("download", len(wanted))
+    k, n = cfg.part
+    # one status log per part: N machines never append to the same file
+    status = STATUS_FILE if n == 1 else f"downloads.part-{k}-of-{n}.jsonl"
+    summary = download_all(
+        [DownloadJob(url=s.url, dest=_download_target(s, images)) for s in wanted],
+        out / status,
+        workers=cfg.download_workers,
+        timeout=cfg.download_timeout,
+        retries=cfg.download_retries,
+        progress=progress,
+        user_agent=f"biotrove/{__version__}",
+    )
+    log.info(
+        f"download: {summary.downloaded} fetched, {summary.cached} already here, "
+        f"{summary.failed} failed, {summary.skipped} skipped (failed for good earlier)"
+    )
+    gained = 0
+    for s in wanted:
+        target = _download_target(s, images)
+        if target.is_file():
+            s.source = str(target)
+            gained += 1
+    return summary.as_dict(), gained
