@@ -40,8 +40,8 @@ def make_shards(cache: Path, n: int) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from biotrove_cli.core.data.world import generate_world
     from biotrove_cli.core.data.shard import ShardConfig, shard_dataset
+    from biotrove_cli.core.data.world import generate_world
     from biotrove_cli.core.taxonomy.labelbank import LabelBank
 
     out = cache / f"shards-224-{n}"

@@ -135,8 +135,8 @@ def tiny_model():
 def train_shards(tmp_path_factory, demo_bank):
     """A real shard folder (``biotrove shard``) for training: 8 species x 30 photos, 64 px,
     20% val, 20 samples per shard. Returns the folder."""
-    from biotrove_cli.core.data.world import generate_world, write_metadata
     from biotrove_cli.core.data.shard import ShardConfig, shard_dataset
+    from biotrove_cli.core.data.world import generate_world, write_metadata
 
     root = tmp_path_factory.mktemp("train-world")
     # two species per genus where the bank has them, so genus roll-up is meaningful
