@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from enum import Enum
 from pathlib import Path
@@ -225,9 +224,16 @@ def shard_cmd(
 
     Rerun the same command after any interruption: it resumes. Bad images are counted, not fatal.
     """
-    from biotrove_cli.core.data import shard as writer
+    from biotrove_cli.core.data.shard import (
+        ShardConfig,
+        finalize_dataset,
+        parse_bytes,
+        parse_captions,
+        parse_part,
+        shard_dataset,
+    )
     from biotrove_cli.core.errors import UsageError
-    from biotrove_cli.output import console
+    from biotrove_cli.output import shard_report
 
     if finalize is not None:
         if metadata or images or out:
@@ -235,9 +241,9 @@ def shard_cmd(
                 "--finalize DIR takes no metadata, --images or --out",
                 hint="run `biotrove shard --finalize DIR` on its own",
             )
-        result = writer.finalize_dataset(finalize)
-        console.info(f"finalized {finalize}: sizes.json, taxonomy.parquet, manifest.json")
-        _emit(result, format, output)
+        result = finalize_dataset(finalize)
+        shard_report.report_finalized(finalize)
+        shard_report.emit_result(result, format, output)
         return
     missing = [
         flag
@@ -249,7 +255,7 @@ def shard_cmd(
             f"missing {', '.join(missing)}",
             hint="biotrove shard METADATA... --images DIR --out DIR (or --finalize DIR)",
         )
-    cfg = writer.ShardConfig(
+    cfg = ShardConfig(
         metadata=list(metadata or []),
         images=images,  # type: ignore[arg-type]
         out=out,  # type: ignore[arg-type]
@@ -262,100 +268,18 @@ def shard_cmd(
         resize_mode=resize_mode.value,
         jpeg_quality=jpeg_quality,
         caption=caption,
-        captions=writer.parse_captions(captions),
+        captions=parse_captions(captions),
         samples_per_shard=samples_per_shard,
-        max_shard_bytes=writer.parse_bytes(max_shard_bytes),
+        max_shard_bytes=parse_bytes(max_shard_bytes),
         workers=_default_workers() if workers is None else workers,
-        part=writer.parse_part(part),
+        part=parse_part(part),
         strict=strict,
         download=download,
         download_workers=download_workers,
         download_timeout=download_timeout,
         download_retries=download_retries,
     )
-    with _Phases() as phases:
-        result = writer.shard_dataset(cfg, progress=phases.update, phase=phases.start)
-    _report(result)
-    _emit(result, format, output)
-
-
-class _Phases:
-    """One progress bar per phase of the job (download, shard), each closed when the next opens."""
-
-    def __init__(self) -> None:
-        self._stack = contextlib.ExitStack()
-        self._fn = None
-
-    def __enter__(self) -> _Phases:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stack.close()
-
-    def start(self, name: str, total: int) -> None:
-        from biotrove_cli.output.progress import progress
-
-        self._stack.close()
-        self._stack = contextlib.ExitStack()
-        label = {"download": "Downloading", "shard": "Sharding"}.get(name, name)
-        self._fn = self._stack.enter_context(progress(label, total=total, unit="images"))
-
-    def update(self, done: int, total: int) -> None:
-        if self._fn is not None:
-            self._fn(done, total)
-
-
-def _report(result) -> None:
-    from biotrove_cli.output import console
-
-    for f in result.failed_samples[:5]:
-        console.warn(f"{f['reason']}: {f['key']} ({f['source']})")
-    failed = sum(s.failed for s in result.splits)
-    if failed:
-        console.warn(
-            f"{failed} bad or missing images were skipped (by reason in the table; each shard's "
-            ".stats.json names them)"
-        )
-
-    def n(count: int, noun: str) -> str:
-        return f"{count} {noun}{'' if count == 1 else 's'}"
-
-    done_now = f"{n(result.written_units, 'shard')} written"
-    if result.kept_units:
-        done_now += f", {result.kept_units} kept from an earlier run"
-    rate = f" at {result.images_per_second:.0f} images/s" if result.images_per_second else ""
-    console.info(f"{done_now} in {result.seconds:.1f}s{rate}")
-    if result.finalized:
-        console.info(
-            f"dataset complete: {result.out} (sizes.json, taxonomy.parquet, manifest.json)"
-        )
-    else:
-        console.info(
-            f"this part is done; {n(result.pending_units, 'shard')} of other parts still missing. "
-            f"When all parts are done: biotrove shard --finalize {result.out}"
-        )
-
-
-def _emit(result, format: Format, output: str | None) -> None:
-    from biotrove_cli.output.render import emit
-
-    records = result.records()
-    columns = ["split", "shards", "pending", "species", "planned", "written", "failed",
-               "failures", "converted", "mb"]  # fmt: skip
-    # on screen, leave out what says nothing here (machine formats keep every column)
-    shown = [c for c in columns if c in ("split", "failed") or any(r.get(c) for r in records)]
-    emit(
-        records,
-        format,
-        output,
-        title=f"biotrove shard: {result.out}",
-        columns=columns,
-        table_columns=shown,
-        document={
-            "out": str(result.out),
-            "fingerprint": result.fingerprint,
-            "finalized": result.finalized,
-            "selection": result.selection,
-            "download": result.download,
-        },
-    )
+    with shard_report.Phases() as phases:
+        result = shard_dataset(cfg, progress=phases.update, phase=phases.start)
+    shard_report.report(result)
+    shard_report.emit_result(result, format, output)
