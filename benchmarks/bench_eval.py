@@ -94,7 +94,7 @@ def plain(spec: str, shards: Path, n: int, batch_size: int, device: str) -> tupl
     import torch.nn.functional as F
     import webdataset as wds
 
-    from biotrove_cli.core.data.shards import taxon_from_meta
+    from biotrove_cli.core.data.sample import taxon_from_meta
     from biotrove_cli.core.evaluation.text import class_embeddings, class_prompts
     from biotrove_cli.core.models.load import load_model
     from biotrove_cli.core.taxonomy.labelbank import LabelBank

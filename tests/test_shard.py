@@ -20,13 +20,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from biotrove_cli.core.data import shard as writer
-from biotrove_cli.core.data.shards import (
-    SPLITS,
-    iter_tar,
-    read_sizes,
-    sample_meta,
-    taxon_from_meta,
-)
+from biotrove_cli.core.data.sample import sample_meta, taxon_from_meta
+from biotrove_cli.core.data.shards import iter_tar, read_sizes
+from biotrove_cli.core.layout import SPLITS
 from biotrove_cli.core.taxonomy.captions import TEXT_TYPES, build_caption
 
 REPO = Path(__file__).resolve().parent.parent

@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from biotrove_cli.core.data.download import DownloadJob, download_all, read_status
-from biotrove_cli.core.data.shards import iter_tar, sample_meta
+from biotrove_cli.core.data.sample import sample_meta
+from biotrove_cli.core.data.shards import iter_tar
 
 
 class _Server:

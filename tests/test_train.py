@@ -61,6 +61,7 @@ def _species_accuracy(run: Path, shards: Path) -> float:
 
     from biotrove_cli.core.data import shards as shardlib
     from biotrove_cli.core.data.images import decode
+    from biotrove_cli.core.data.sample import sample_image_bytes, sample_meta, taxon_from_meta
     from biotrove_cli.core.evaluation.templates import SIMPLE
     from biotrove_cli.core.evaluation.text import class_prompts, encode_prompts
     from biotrove_cli.core.models.load import load_model
@@ -73,8 +74,8 @@ def _species_accuracy(run: Path, shards: Path) -> float:
     right = total = 0
     for tar in shardlib.resolve_shards(shards, split="val"):
         for sample in shardlib.iter_tar(tar):
-            truth = bank.match(shardlib.taxon_from_meta(shardlib.sample_meta(sample)), Rank.SPECIES)
-            img = lm.preprocess(decode(shardlib.sample_image_bytes(sample)).image)[None]
+            truth = bank.match(taxon_from_meta(sample_meta(sample)), Rank.SPECIES)
+            img = lm.preprocess(decode(sample_image_bytes(sample)).image)[None]
             with torch.no_grad():
                 f = torch.nn.functional.normalize(lm.model.encode_image(img), dim=-1)
             right += int((f @ emb.T).argmax().item() == truth)

@@ -22,17 +22,19 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from biotrove_cli.core.data.images import WEB_IMAGE_SUFFIXES
+from biotrove_cli.core.runtime import ProgressFn
+
 STATUS_FILE = "downloads.jsonl"
 # answers that will not change if asked again (client errors other than timeout/rate limit)
 RETRYABLE_HTTP = {408, 425, 429, 500, 502, 503, 504}
-IMAGE_URL_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ class DownloadSummary:
 def dest_name(url: str, stem: str) -> str:
     """``{stem}{suffix}`` with the URL's image suffix (``.jpg`` when it has none we know)."""
     suffix = Path(urlsplit(url).path).suffix.lower()
-    if suffix not in IMAGE_URL_SUFFIXES:
+    if suffix not in WEB_IMAGE_SUFFIXES:
         suffix = ".jpg"
     return f"{stem}{suffix}"
 
@@ -147,7 +149,7 @@ def download_all(
     timeout: float = 30.0,
     retries: int = 3,
     backoff: float = 0.5,
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressFn | None = None,
     user_agent: str = "biotrove",
 ) -> DownloadSummary:
     """Fetch every job whose destination does not exist yet; record each outcome.

@@ -11,7 +11,12 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+#: The photo formats of the web and of shards: what ``biotrove shard`` finds by photo id under
+#: ``--images``, keeps as the suffix of a downloaded photo, and reads as a sample's image.
+WEB_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+#: Every image file the decoder is given by name (classify, eval tables, info): the web's formats
+#: and the scanner's.
+IMAGE_SUFFIXES = (*WEB_IMAGE_SUFFIXES, ".bmp", ".tif", ".tiff")
 MAX_PIXELS = 200_000_000  # decompression-bomb guard: larger images are refused as too_large
 
 REASONS = ("missing", "empty", "not_image", "truncated", "corrupt", "too_large")
@@ -129,8 +134,3 @@ def decode(data: bytes, source: str = "", draft: tuple[int, int] | None = None) 
     except (OSError, ValueError) as exc:
         raise ImageError("corrupt", f"{source}: {exc}") from exc
     return Decoded(image=rgb, original_size=size, format=fmt)
-
-
-def load_image(path: str | Path, draft: tuple[int, int] | None = None) -> Decoded:
-    """Read and decode one image file (see :func:`decode`)."""
-    return decode(read_bytes(path), source=str(path), draft=draft)

@@ -1,20 +1,8 @@
-"""The biotrove shard format, and reading it back.
+"""Reading shards back: which tar files a user means, how many samples they hold, and the tar
+reader that turns them into samples.
 
-A dataset folder written by ``biotrove shard``::
-
-    OUT/
-      manifest.json           arguments, counts, biotrove version, timings
-      taxonomy.parquet        every species: lineage, species key, per-split counts
-      plan.json               the deterministic plan (resume / --part / --finalize)
-      train/ val/ unseen/     one folder per split
-        shard-000000.tar      WebDataset tar
-        shard-000000.stats.json   written after the tar: count, successes, failures by reason
-        sizes.json            shard name -> sample count (what open_clip reads)
-
-Each sample in a tar: ``{key}.jpg``, ``{key}.txt`` (the default caption), one
-``{key}.{type}.txt`` per BioTrove text type, and ``{key}.json`` (lineage, species key, photo id,
-source, original size). Keys never contain dots or slashes, so stock webdataset/open_clip group
-the files by key as they are.
+The folder a dataset lives in is described (and its file names owned) by
+:mod:`biotrove_cli.core.layout`; what one sample holds, by :mod:`biotrove_cli.core.data.sample`.
 """
 
 from __future__ import annotations
@@ -27,23 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from biotrove_cli.core.errors import InputError
-from biotrove_cli.core.taxonomy.lineage import Taxon
-
-SPLITS = ("train", "val", "unseen")
-SHARD_GLOB = "shard-*.tar"
-MANIFEST = "manifest.json"
-TAXONOMY = "taxonomy.parquet"
-PLAN = "plan.json"
-SIZES = "sizes.json"
-
-
-def shard_name(index: int, part: int = 0) -> str:
-    """``shard-000012.tar``; an overflow part of a unit (``--max-shard-bytes``) adds ``_1``."""
-    return f"shard-{index:06d}.tar" if part == 0 else f"shard-{index:06d}_{part}.tar"
-
-
-def stats_name(tar_name: str) -> str:
-    return tar_name[: -len(".tar")] + ".stats.json"
+from biotrove_cli.core.layout import SHARD_GLOB, SIZES, SPLITS, TAXONOMY
 
 
 def _expand(pattern: str) -> list[str]:
@@ -175,39 +147,3 @@ def iter_tar(path: str | Path, errors: list[str] | None = None) -> Iterator[dict
         errors.append(f"{path}: {exc}")
     if current is not None:
         yield current
-
-
-def sample_meta(sample: dict[str, Any]) -> dict[str, Any]:
-    raw = sample.get("json")
-    if not raw:
-        return {}
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return {}
-
-
-def taxon_from_meta(meta: dict[str, Any]) -> Taxon:
-    """The sample's Taxon from its ``.json`` (as written by ``biotrove shard``)."""
-    lin = meta.get("lineage") or {}
-    return Taxon.from_parts(
-        lin.get("kingdom", ""),
-        lin.get("phylum", ""),
-        lin.get("class", ""),
-        lin.get("order", ""),
-        lin.get("family", ""),
-        lin.get("genus", ""),
-        meta.get("epithet") or lin.get("species", ""),
-        scientific_name=meta.get("scientific_name", ""),
-        common_name=meta.get("common_name", ""),
-    )
-
-
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
-
-
-def sample_image_bytes(sample: dict[str, Any]) -> bytes | None:
-    for ext in IMAGE_EXTS:
-        if ext in sample:
-            return sample[ext]
-    return None

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from biotrove_cli.core.data import shards as shardlib
+from biotrove_cli.core.data.sample import caption_key, caption_of, sample_image_bytes
 from biotrove_cli.core.errors import InputError, TrainingError
 from biotrove_cli.core.taxonomy.captions import REFERENCE_RANDOM_TYPES, TEXT_TYPES
 
@@ -99,23 +100,13 @@ def step_text_type(text_type: str, step: int) -> str:
     return text_type
 
 
-def caption_of(sample: dict[str, Any], text_type: str) -> str | None:
-    raw = sample.get(f"{text_type}.txt") if text_type != "txt" else sample.get("txt")
-    if raw is None:
-        return None
-    try:
-        return raw.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        return None
-
-
 def validate_captions(shards: list[Path], text_type: str) -> None:
     """Check the first sample has the caption files the text type needs (clear error if not)."""
     needed = (
         REFERENCE_RANDOM_TYPES if text_type in ("random", "random-per-sample") else (text_type,)
     )
     for sample in shardlib.iter_tar(shards[0], errors=[]):
-        missing = [t for t in needed if f"{t}.txt" not in sample]
+        missing = [t for t in needed if caption_key(t) not in sample]
         if missing:
             raise TrainingError(
                 f"{shards[0]}: samples lack the caption file(s) "
@@ -124,7 +115,7 @@ def validate_captions(shards: list[Path], text_type: str) -> None:
                 hint="reshard with `biotrove shard --captions all`, or set data.text_type to a "
                 "type the shards have (default taxon_com)",
             )
-        if shardlib.sample_image_bytes(sample) is None:
+        if sample_image_bytes(sample) is None:
             raise TrainingError(
                 f"{shards[0]}: samples have no image (jpg/png/webp)",
                 hint="is this a biotrove/WebDataset image-text shard?",
@@ -310,7 +301,7 @@ class ShardStream:
 
         from biotrove_cli.core.data.images import ImageError, decode, is_jpeg
 
-        data = shardlib.sample_image_bytes(sample)
+        data = sample_image_bytes(sample)
         if data is None:
             return None
         if self.plan.decode_on_device:

@@ -4,6 +4,7 @@ The public names live here: ``from biotrove_cli.core.data.shard import ShardConf
 shard_dataset``.
 """
 
+from biotrove_cli.core.data.sample import MAX_KEY, sanitize_key
 from biotrove_cli.core.data.shard.config import (
     RESIZE_MODES,
     ShardConfig,
@@ -14,7 +15,7 @@ from biotrove_cli.core.data.shard.config import (
 from biotrove_cli.core.data.shard.convert import process_image
 from biotrove_cli.core.data.shard.finalize import IncompleteError, finalize
 from biotrove_cli.core.data.shard.job import ShardResult, finalize_dataset, shard_dataset
-from biotrove_cli.core.data.shard.plan import MAX_KEY, Plan, make_plan, sanitize_key
+from biotrove_cli.core.data.shard.plan import Plan, make_plan
 from biotrove_cli.core.data.shard.tar import TarOut
 
 __all__ = [

@@ -14,8 +14,8 @@ from typing import Any
 from biotrove_cli.core.data.shard.files import FILE_MODE, read_json, write_json
 from biotrove_cli.core.data.shard.plan import FORMAT, Plan
 from biotrove_cli.core.data.shard.unit import complete_units
-from biotrove_cli.core.data.shards import MANIFEST, PLAN, SIZES, SPLITS, TAXONOMY, shard_name
 from biotrove_cli.core.errors import BiotroveError, InputError, OutputExistsError
+from biotrove_cli.core.layout import MANIFEST, PLAN, SIZES, SPLITS, TAXONOMY, shard_name
 from biotrove_cli.core.taxonomy.lineage import Taxon
 
 

@@ -35,20 +35,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from biotrove_cli.core.data.images import WEB_IMAGE_SUFFIXES
 from biotrove_cli.core.data.shard.config import ShardConfig
 from biotrove_cli.core.data.shard.files import read_json
 from biotrove_cli.core.data.shard.finalize import SplitSummary, finalize, prepare_output, summarize
-from biotrove_cli.core.data.shard.plan import Plan, _n, make_plan
+from biotrove_cli.core.data.shard.plan import Plan, make_plan
 from biotrove_cli.core.data.shard.pool import write_all
-from biotrove_cli.core.data.shard.sources import fetch_missing, resolve_sources
+from biotrove_cli.core.data.shard.sources import download_photos, resolve_sources, to_download
 from biotrove_cli.core.data.shard.unit import MAX_FAILED_LISTED, WriteSettings, complete_units
-from biotrove_cli.core.data.shards import PLAN
 from biotrove_cli.core.errors import BiotroveError, InputError
+from biotrove_cli.core.fmt import plural
+from biotrove_cli.core.layout import PLAN
+from biotrove_cli.core.runtime import ProgressFn
 from biotrove_cli.core.taxonomy.captions import check_text_type
 
 log = logging.getLogger("biotrove.shard")
 
-ProgressFn = Callable[[int, int], None]
 PhaseFn = Callable[[str, int], None]
 
 
@@ -121,7 +123,8 @@ def shard_dataset(
         log.warning(w)
     sel = plan.selection
     log.info(
-        f"plan: {sel['rows']} rows -> {sel['selected']} samples in {_n(len(plan.units), 'shard')}"
+        f"plan: {sel['rows']} rows -> {sel['selected']} samples in "
+        f"{plural(len(plan.units), 'shard')}"
         + "".join(
             f", {sel[k]} {k.replace('_', ' ')}"
             for k in ("duplicates", "no_species", "outside_categories", "capped")
@@ -154,9 +157,12 @@ def shard_dataset(
     samples = [s for u in todo for s in u.samples]
     found = resolve_sources(samples, images)
     download_summary = None
-    if cfg.download:
+    wanted = to_download(samples) if cfg.download else []
+    if wanted:
+        if phase is not None:
+            phase("download", len(wanted))
         try:
-            download_summary, fetched = fetch_missing(samples, cfg, out, progress, phase)
+            download_summary, fetched = download_photos(wanted, cfg, out, progress)
         except KeyboardInterrupt:
             raise _interrupted(out, done_before, plan) from None
         found += fetched
@@ -166,7 +172,7 @@ def shard_dataset(
             f"none of the {len(samples)} images to write is under --images {images} "
             f"(e.g. {example!r})",
             hint="point --images at the photo folder: files are found by the path column, or "
-            "as {photo_id}.jpg|jpeg|png|webp anywhere below it"
+            f"as {{photo_id}}.{'|'.join(s[1:] for s in WEB_IMAGE_SUFFIXES)} anywhere below it"
             + ("" if cfg.download else "; add --download to fetch photo_url"),
         )
 

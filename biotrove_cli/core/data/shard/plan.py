@@ -14,15 +14,15 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from biotrove_cli.core.data.sample import sanitize_key
 from biotrove_cli.core.data.shard.config import ShardConfig
-from biotrove_cli.core.data.shards import SPLITS, shard_name
 from biotrove_cli.core.errors import InputError
+from biotrove_cli.core.layout import SPLITS, shard_name
 from biotrove_cli.core.taxonomy.lineage import Taxon
 from biotrove_cli.core.taxonomy.rank import RANKS
 
@@ -30,23 +30,6 @@ FORMAT = "biotrove-shards/1"
 
 
 # -- keys -------------------------------------------------------------------------------------
-_KEY_BAD = re.compile(r"[^A-Za-z0-9_-]+")
-MAX_KEY = 80  # + the longest suffix (.taxonTag_com.txt) fits a 100-byte tar name
-
-
-def sanitize_key(text: str) -> str:
-    """A key webdataset groups correctly: letters, digits, ``_`` and ``-`` only.
-
-    Dots (webdataset splits the extension at the first dot), slashes and ``..`` become ``_``.
-    Over-long keys keep their start and get a short hash, so they stay distinct.
-    """
-    key = _KEY_BAD.sub("_", str(text)).strip("_")
-    if len(key) > MAX_KEY:
-        digest = hashlib.sha1(str(text).encode()).hexdigest()[:12]
-        key = f"{key[: MAX_KEY - 13]}_{digest}"
-    return key
-
-
 def _key_base(photo_id: str, path: str, url: str) -> str:
     if photo_id:
         return sanitize_key(photo_id)
@@ -128,10 +111,6 @@ class Plan:
                 for t in self.taxa
             ],
         }
-
-
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _matches(taxon: Taxon, wanted: set[str]) -> bool:

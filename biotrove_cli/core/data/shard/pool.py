@@ -6,15 +6,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable
 from typing import Any
 
 from biotrove_cli.core.data.shard.plan import Unit
 from biotrove_cli.core.data.shard.unit import StrictStop, WriteSettings, write_unit
 from biotrove_cli.core.errors import BiotroveError, InputError
-
-ProgressFn = Callable[[int, int], None]
-
+from biotrove_cli.core.runtime import ProgressFn
 
 _W: dict[str, Any] = {}
 

@@ -5,19 +5,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from biotrove_cli.core.data.images import WEB_IMAGE_SUFFIXES
 from biotrove_cli.core.data.shard.config import ShardConfig
 from biotrove_cli.core.data.shard.plan import Sample
+from biotrove_cli.core.runtime import ProgressFn
 
 log = logging.getLogger("biotrove.shard")
-
-LOCAL_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
-
-ProgressFn = Callable[[int, int], None]
-PhaseFn = Callable[[str, int], None]
 
 
 # -- finding images ---------------------------------------------------------------------------
@@ -28,7 +24,7 @@ def index_images(folder: Path) -> dict[str, str]:
         dirs.sort()
         for name in sorted(files):
             stem, dot, ext = name.rpartition(".")
-            if dot and f".{ext.lower()}" in LOCAL_SUFFIXES:
+            if dot and f".{ext.lower()}" in WEB_IMAGE_SUFFIXES:
                 index.setdefault(stem.lower(), os.path.join(root, name))
     return index
 
@@ -69,28 +65,24 @@ def _download_target(s: Sample, images: Path) -> Path:
     return images / dest_name(s.url, s.key)
 
 
-def fetch_missing(
-    samples: list[Sample],
-    cfg: ShardConfig,
-    out: Path,
-    progress: ProgressFn | None,
-    phase: PhaseFn | None,
-) -> tuple[dict[str, Any] | None, int]:
-    """Fetch the samples' photos that are not local (those with a URL); set their source.
+def to_download(samples: list[Sample]) -> list[Sample]:
+    """The samples whose photo is not local but has a URL."""
+    return [s for s in samples if not s.source and s.url]
 
-    Returns the download summary (None when nothing needed fetching) and how many samples
-    gained a local file.
+
+def download_photos(
+    wanted: list[Sample], cfg: ShardConfig, out: Path, progress: ProgressFn | None
+) -> tuple[dict[str, Any], int]:
+    """Fetch the photos of ``wanted`` (see :func:`to_download`) into ``--images``; set the
+    source of each sample that now has a file.
+
+    Returns the download summary and how many samples gained a local file.
     """
     from biotrove_cli import __version__
     from biotrove_cli.core.data.download import STATUS_FILE, DownloadJob, download_all
 
     images = Path(cfg.images)
-    wanted = [s for s in samples if not s.source and s.url]
-    if not wanted:
-        return None, 0
     images.mkdir(parents=True, exist_ok=True)
-    if phase is not None:
-        phase("download", len(wanted))
     k, n = cfg.part
     # one status log per part: N machines never append to the same file
     status = STATUS_FILE if n == 1 else f"downloads.part-{k}-of-{n}.jsonl"

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from biotrove_cli.core.data.sample import caption_members, make_meta, sample_members, taxon_fields
 from biotrove_cli.core.data.shard.convert import ImageFail, process_image
 from biotrove_cli.core.data.shard.files import FILE_MODE, read_json, unit_files, write_json
 from biotrove_cli.core.data.shard.plan import Unit
 from biotrove_cli.core.data.shard.tar import TarOut, closed_size, member_bytes
-from biotrove_cli.core.data.shards import shard_name
+from biotrove_cli.core.layout import shard_name, stats_name
 from biotrove_cli.core.taxonomy.lineage import Taxon
 
 MAX_FAILED_LISTED = 50  # failed samples named per stats file
@@ -62,9 +63,7 @@ def write_unit(
     raises :class:`StrictStop` before anything of the unit is published.
     """
     from biotrove_cli.core.data.images import ImageError, read_bytes
-    from biotrove_cli.core.data.shards import stats_name
     from biotrove_cli.core.io import atomic_open
-    from biotrove_cli.core.taxonomy.captions import build_caption
 
     split_dir = Path(st.out) / unit.split
     split_dir.mkdir(parents=True, exist_ok=True)
@@ -79,16 +78,7 @@ def write_unit(
     def taxon_parts(t: Taxon) -> tuple[list[tuple[str, bytes]], dict[str, Any]]:
         got = per_taxon.get(t)
         if got is None:
-            texts = [("txt", build_caption(t, st.caption).encode())]
-            texts += [(f"{c}.txt", build_caption(t, c).encode()) for c in st.captions]
-            fields = {
-                "species_key": t.species_key,
-                "scientific_name": t.scientific_name,
-                "common_name": t.common_name,
-                "epithet": t.epithet,
-                "lineage": t.lineage_dict(),
-            }
-            got = per_taxon[t] = (texts, fields)
+            got = per_taxon[t] = (caption_members(t, st.caption, st.captions), taxon_fields(t))
         return got
 
     parts: list[dict[str, Any]] = []
@@ -137,19 +127,10 @@ def write_unit(
                         tick(1)
                     continue
                 texts, fields = taxon_parts(s.taxon)
-                meta = {
-                    "key": s.key,
-                    "photo_id": s.photo_id,
-                    **fields,
-                    "split": unit.split,
-                    "source": s.source,
-                    "url": s.url,
-                    "original_size": list(orig),
-                    "size": list(stored),
-                }
-                members = [(f"{s.key}.jpg", jpg)]
-                members += [(f"{s.key}.{suffix}", text) for suffix, text in texts]
-                members.append((f"{s.key}.json", json.dumps(meta, ensure_ascii=False).encode()))
+                meta = make_meta(
+                    s.key, s.photo_id, fields, unit.split, s.source, s.url, orig, stored
+                )
+                members = sample_members(s.key, jpg, texts, meta)
                 if st.max_shard_bytes and count:
                     grown = tar.offset + member_bytes(members)
                     if closed_size(grown) > st.max_shard_bytes:
@@ -222,8 +203,6 @@ def combine_unit_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 def complete_units(out: Path, units: list[dict[str, Any]], fingerprint: str) -> dict[int, dict]:
     """Ordinal -> combined stats, for every unit whose files are all complete on disk."""
-    from biotrove_cli.core.data.shards import stats_name
-
     listing: dict[str, set[str]] = {}
     done: dict[int, dict] = {}
     for ordinal, u in enumerate(units):
