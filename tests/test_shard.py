@@ -21,7 +21,7 @@ import pytest
 
 from biotrove_cli.core.data import shard as writer
 from biotrove_cli.core.data.sample import sample_meta, taxon_from_meta
-from biotrove_cli.core.data.shards import iter_tar, read_sizes
+from biotrove_cli.core.data.shards import iter_tar, read_sizes, split_key
 from biotrove_cli.core.layout import SPLITS
 from biotrove_cli.core.taxonomy.captions import TEXT_TYPES, build_caption
 
@@ -607,6 +607,36 @@ def test_keys_are_sanitised_and_unique(small_world, cli, tmp_path):
     assert sorted(sample_meta(s)["photo_id"] for s in read_dataset(out)["train"]) == sorted(ids)
     assert writer.sanitize_key("../../etc/passwd") == "etc_passwd"
     assert len(writer.sanitize_key("x" * 500)) <= writer.MAX_KEY
+
+
+def test_sample_format_round_trips():
+    """What the writer puts in a sample, the readers (train, eval, info) get back."""
+    from biotrove_cli.core.data import sample
+    from biotrove_cli.core.taxonomy.lineage import Taxon
+
+    taxon = Taxon.from_parts(
+        "Animalia", "Chordata", "Aves", "Passeriformes", "Turdidae", "Turdus", "merula",
+        common_name="Eurasian blackbird",
+    )  # fmt: skip
+    captions = sample.caption_members(taxon, "taxon_com", ("sci", "com"))
+    meta = sample.make_meta(
+        "k1", "1", sample.taxon_fields(taxon), "train", "/p/1.jpg", "", (4, 3), (4, 3)
+    )
+    members = sample.sample_members("k1", b"JPEG", captions, meta)
+    names = [name for name, _ in members]
+    assert names == ["k1.jpg", "k1.txt", "k1.sci.txt", "k1.com.txt", "k1.json"]
+    read = {"__key__": "k1", **{split_key(name)[1]: data for name, data in members}}
+    assert sample.taxon_from_meta(sample.sample_meta(read)) == taxon
+    assert sample.sample_image_bytes(read) == b"JPEG"
+    assert sample.caption_of(read, "txt") == build_caption(taxon, "taxon_com")
+    assert sample.caption_of(read, "sci") == build_caption(taxon, "sci")
+    assert sample.caption_of(read, "taxon") is None
+
+
+def test_resize_mode_choices_are_the_cores():
+    from biotrove_cli.cli.shard import ResizeMode
+
+    assert [m.value for m in ResizeMode] == list(writer.RESIZE_MODES)
 
 
 # -- bad input --------------------------------------------------------------------------------

@@ -40,6 +40,8 @@ def _default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
+# Long only by its option declarations; the body is flags -> ShardConfig -> one core call
+# -> output/shard_report.
 def shard_cmd(
     metadata: Annotated[
         list[Path] | None,

@@ -30,6 +30,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from biotrove_cli.core.data.images import WEB_IMAGE_SUFFIXES
+from biotrove_cli.core.io import atomic_write_bytes
 from biotrove_cli.core.runtime import ProgressFn
 
 STATUS_FILE = "downloads.jsonl"
@@ -166,14 +167,25 @@ def download_all(
         Counts of what happened; failures are not raised (the sharder counts the photos as
         ``missing``).
     """
-    from biotrove_cli.core.io import atomic_write_bytes
-
     start = time.monotonic()
     status_path = Path(status_path)
     status_path.parent.mkdir(parents=True, exist_ok=True)
-    previous = read_status(status_path)
     summary = DownloadSummary()
+    todo = _still_to_fetch(jobs, read_status(status_path), summary)
+    fetcher = _Fetcher(_StatusLog(status_path), timeout, retries, backoff, user_agent)
+    try:
+        if todo:
+            _fetch_all(todo, fetcher, workers, summary, progress)
+    finally:
+        fetcher.log.close()
+    summary.seconds = time.monotonic() - start
+    return summary
 
+
+def _still_to_fetch(
+    jobs: Iterable[DownloadJob], previous: dict[str, dict], summary: DownloadSummary
+) -> list[DownloadJob]:
+    """The jobs (one per destination) not on disk yet and not failed for good earlier."""
     unique: dict[Path, DownloadJob] = {}
     for job in jobs:
         unique.setdefault(Path(job.dest), job)
@@ -188,23 +200,78 @@ def download_all(
             summary.skipped += 1
             continue
         todo.append(job)
+    return todo
 
-    lock = threading.Lock()
+
+def _fetch_all(
+    todo: list[DownloadJob],
+    fetcher: _Fetcher,
+    workers: int,
+    summary: DownloadSummary,
+    progress: ProgressFn | None,
+) -> None:
+    """Run the fetches on ``workers`` threads, counting each outcome as it comes."""
     total = len(todo)
     done = 0
-    log = open(status_path, "a", encoding="utf-8")  # noqa: SIM115 - closed in finally
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    try:
+        futures = [pool.submit(fetcher.fetch, job) for job in todo]
+        for fut in as_completed(futures):
+            kind, attempts, nbytes = fut.result()
+            summary.retries += max(0, attempts - 1)
+            if kind == "ok":
+                summary.downloaded += 1
+                summary.bytes += nbytes
+            else:
+                summary.failed += 1
+                summary.errors[kind] += 1
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    except BaseException:
+        # Ctrl-C: drop what has not started; the tries in flight end by their timeout
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
-    def record(rec: dict) -> None:
+
+class _StatusLog:
+    """The append-only JSONL status file, shared by the fetching threads."""
+
+    def __init__(self, path: Path):
+        self._lock = threading.Lock()
+        self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+
+    def record(self, rec: dict) -> None:
         rec["time"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        with lock:
-            log.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            log.flush()
+        with self._lock:
+            self._fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            self._fh.flush()
 
-    def fetch(job: DownloadJob) -> tuple[str, int, int]:
+    def close(self) -> None:
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+
+
+class _Fetcher:
+    """One job at a time: tries with backoff, the file written atomically, the outcome logged."""
+
+    def __init__(
+        self, log: _StatusLog, timeout: float, retries: int, backoff: float, user_agent: str
+    ):
+        self.log = log
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.user_agent = user_agent
+
+    def fetch(self, job: DownloadJob) -> tuple[str, int, int]:
+        """(outcome kind, attempts, bytes) of one job; ``ok`` when the file is written."""
         scheme = urlsplit(job.url).scheme.lower()
         base = {"url": job.url, "path": str(job.dest)}
         if scheme not in ("http", "https"):
-            record(
+            self.log.record(
                 {
                     **base,
                     "status": "failed",
@@ -215,22 +282,10 @@ def download_all(
                 }
             )
             return "unsupported_url", 0, 0
-        rng = random.Random(job.url)
-        last: _Transient | _Permanent | None = None
-        attempt = 0
-        for attempt in range(1, retries + 2):
-            try:
-                data = _fetch_once(job.url, timeout, user_agent)
-            except _Permanent as exc:
-                last = exc
-                break
-            except _Transient as exc:
-                last = exc
-                if attempt <= retries:
-                    time.sleep(backoff * 2 ** (attempt - 1) * (1.0 + 0.25 * rng.random()))
-                continue
+        data, attempt, last = self._try(job.url)
+        if data is not None:
             atomic_write_bytes(job.dest, data)
-            record(
+            self.log.record(
                 {
                     **base,
                     "status": "ok",
@@ -241,7 +296,7 @@ def download_all(
             )
             return "ok", attempt, len(data)
         assert last is not None
-        record(
+        self.log.record(
             {
                 **base,
                 "status": "failed",
@@ -254,31 +309,20 @@ def download_all(
         )
         return last.kind, attempt, 0
 
-    try:
-        if total:
-            pool = ThreadPoolExecutor(max_workers=max(1, workers))
+    def _try(self, url: str) -> tuple[bytes | None, int, _Transient | _Permanent | None]:
+        """(body or None, attempts made, the last failure): a permanent failure ends at once,
+        a transient one is tried again after ``backoff * 2**try`` (+ jitter)."""
+        rng = random.Random(url)
+        last: _Transient | _Permanent | None = None
+        attempt = 0
+        for attempt in range(1, self.retries + 2):
             try:
-                futures = [pool.submit(fetch, job) for job in todo]
-                for fut in as_completed(futures):
-                    kind, attempts, nbytes = fut.result()
-                    summary.retries += max(0, attempts - 1)
-                    if kind == "ok":
-                        summary.downloaded += 1
-                        summary.bytes += nbytes
-                    else:
-                        summary.failed += 1
-                        summary.errors[kind] += 1
-                    done += 1
-                    if progress is not None:
-                        progress(done, total)
-            except BaseException:
-                # Ctrl-C: drop what has not started; the tries in flight end by their timeout
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-            pool.shutdown(wait=True)
-    finally:
-        log.flush()
-        os.fsync(log.fileno())
-        log.close()
-    summary.seconds = time.monotonic() - start
-    return summary
+                return _fetch_once(url, self.timeout, self.user_agent), attempt, None
+            except _Permanent as exc:
+                last = exc
+                break
+            except _Transient as exc:
+                last = exc
+                if attempt <= self.retries:
+                    time.sleep(self.backoff * 2 ** (attempt - 1) * (1.0 + 0.25 * rng.random()))
+        return None, attempt, last

@@ -138,8 +138,7 @@ def _body_polygon(
 
 def render(taxon: Taxon, index: int, seed: int = 0, size: tuple[int, int] | None = None):
     """Render one synthetic photo of ``taxon`` (a PIL RGB image)."""
-    import numpy as np
-    from PIL import Image, ImageChops, ImageDraw, ImageFilter
+    from PIL import Image, ImageDraw, ImageFilter
 
     sig = signature(taxon)
     key = taxon.species_key or taxon.binomial
@@ -152,20 +151,7 @@ def render(taxon: Taxon, index: int, seed: int = 0, size: tuple[int, int] | None
     # work at a moderate resolution, then scale: keeps large photos cheap to make
     scale = min(1.0, 520.0 / max(w, h))
     ww, hh = max(16, int(w * scale)), max(16, int(h * scale))
-
-    # background: a nuisance gradient of an unrelated hue, plus blotches
-    bg_hue = rnd.random()
-    top = _rgb(bg_hue, 0.25 + 0.3 * rnd.random(), 0.35 + 0.4 * rnd.random())
-    bottom = _rgb(bg_hue + 0.1 * rnd.random(), 0.2 + 0.3 * rnd.random(), 0.25 + 0.4 * rnd.random())
-    ramp = np.linspace(0.0, 1.0, hh, dtype=np.float32)[:, None, None]
-    bg = (1 - ramp) * np.array(top, np.float32) + ramp * np.array(bottom, np.float32)
-    canvas = Image.fromarray(np.broadcast_to(bg, (hh, ww, 3)).astype(np.uint8), "RGB")
-    draw = ImageDraw.Draw(canvas)
-    for _ in range(rnd.randint(2, 6)):
-        bx, by = rnd.uniform(0, ww), rnd.uniform(0, hh)
-        br = rnd.uniform(0.05, 0.2) * min(ww, hh)
-        col = _rgb(bg_hue + rnd.uniform(-0.15, 0.15), rnd.uniform(0.1, 0.4), rnd.uniform(0.2, 0.7))
-        draw.ellipse((bx - br, by - br, bx + br, by + br), fill=col)
+    canvas = _background(rnd, ww, hh)
 
     # the organism
     r = rnd.uniform(0.26, 0.38) * min(ww, hh)
@@ -180,7 +166,37 @@ def render(taxon: Taxon, index: int, seed: int = 0, size: tuple[int, int] | None
 
     body = Image.new("RGB", (ww, hh), base)
     tex = Image.new("L", (ww, hh), 0)
-    td = ImageDraw.Draw(tex)
+    _draw_texture(ImageDraw.Draw(tex), sig, cx, cy, r, rot)
+    body.paste(Image.new("RGB", (ww, hh), second), (0, 0), tex)
+    _draw_accents(ImageDraw.Draw(body), sig, cx, cy, r, rot, light)
+    canvas.paste(body, (0, 0), mask)
+    outline = mask.filter(ImageFilter.FIND_EDGES)
+    canvas.paste(Image.new("RGB", (ww, hh), (25, 25, 25)), (0, 0), outline)
+    return _camera(canvas, rnd, (seed, key, index), (w, h))
+
+
+def _background(rnd: random.Random, ww: int, hh: int):
+    """A nuisance gradient of an unrelated hue, plus blotches."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    bg_hue = rnd.random()
+    top = _rgb(bg_hue, 0.25 + 0.3 * rnd.random(), 0.35 + 0.4 * rnd.random())
+    bottom = _rgb(bg_hue + 0.1 * rnd.random(), 0.2 + 0.3 * rnd.random(), 0.25 + 0.4 * rnd.random())
+    ramp = np.linspace(0.0, 1.0, hh, dtype=np.float32)[:, None, None]
+    bg = (1 - ramp) * np.array(top, np.float32) + ramp * np.array(bottom, np.float32)
+    canvas = Image.fromarray(np.broadcast_to(bg, (hh, ww, 3)).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(canvas)
+    for _ in range(rnd.randint(2, 6)):
+        bx, by = rnd.uniform(0, ww), rnd.uniform(0, hh)
+        br = rnd.uniform(0.05, 0.2) * min(ww, hh)
+        col = _rgb(bg_hue + rnd.uniform(-0.15, 0.15), rnd.uniform(0.1, 0.4), rnd.uniform(0.2, 0.7))
+        draw.ellipse((bx - br, by - br, bx + br, by + br), fill=col)
+    return canvas
+
+
+def _draw_texture(td, sig: Signature, cx: float, cy: float, r: float, rot: float) -> None:
+    """The body's pattern (the genus's texture at the species' period and angle) as a mask."""
     period = max(3.0, sig.pattern_period * r * 2)
     ang = sig.pattern_angle + rot
     ca, sa = math.cos(ang), math.sin(ang)
@@ -225,11 +241,13 @@ def render(taxon: Taxon, index: int, seed: int = 0, size: tuple[int, int] | None
                         )
                     )
                 td.polygon(corners, fill=255)
-    body.paste(Image.new("RGB", (ww, hh), second), (0, 0), tex)
 
-    # species detail: accent spots of the species' own colour
+
+def _draw_accents(
+    ad, sig: Signature, cx: float, cy: float, r: float, rot: float, light: float
+) -> None:
+    """Species detail: accent spots of the species' own colour."""
     accent = _rgb(sig.accent_hue, 0.9, 1.0 * light)
-    ad = ImageDraw.Draw(body)
     spot_r = r * 0.2
     for i in range(sig.accent_spots):
         t = sig.accent_angle + rot + 2 * math.pi * i / sig.accent_spots
@@ -241,14 +259,18 @@ def render(taxon: Taxon, index: int, seed: int = 0, size: tuple[int, int] | None
             outline=(20, 20, 20),
             width=max(1, int(spot_r * 0.15)),
         )
-    canvas.paste(body, (0, 0), mask)
-    outline = mask.filter(ImageFilter.FIND_EDGES)
-    canvas.paste(Image.new("RGB", (ww, hh), (25, 25, 25)), (0, 0), outline)
 
-    # camera: slight blur, sensor noise, then the final size
+
+def _camera(canvas, rnd: random.Random, noise_key: tuple, size: tuple[int, int]):
+    """Slight blur, sensor noise, then the final size and, sometimes, a colour cast."""
+    import numpy as np
+    from PIL import Image, ImageChops, ImageFilter
+
+    w, h = size
+    hh, ww = canvas.size[1], canvas.size[0]
     if rnd.random() < 0.3:
         canvas = canvas.filter(ImageFilter.GaussianBlur(radius=rnd.uniform(0.3, 1.2)))
-    rng = np.random.default_rng(_h("noise", seed, key, index))
+    rng = np.random.default_rng(_h("noise", *noise_key))
     noise = rng.normal(0.0, rnd.uniform(3.0, 9.0), size=(hh, ww, 3)).astype(np.float32)
     arr = np.clip(np.asarray(canvas, dtype=np.float32) + noise, 0, 255).astype(np.uint8)
     canvas = Image.fromarray(arr, "RGB")

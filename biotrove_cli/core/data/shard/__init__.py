@@ -15,14 +15,14 @@ from biotrove_cli.core.data.shard.config import (
 from biotrove_cli.core.data.shard.convert import process_image
 from biotrove_cli.core.data.shard.finalize import IncompleteError, finalize
 from biotrove_cli.core.data.shard.job import ShardResult, finalize_dataset, shard_dataset
-from biotrove_cli.core.data.shard.plan import Plan, make_plan
+from biotrove_cli.core.data.shard.plan import ShardPlan, make_plan
 from biotrove_cli.core.data.shard.tar import TarOut
 
 __all__ = [
     "MAX_KEY",
     "RESIZE_MODES",
     "IncompleteError",
-    "Plan",
+    "ShardPlan",
     "ShardConfig",
     "ShardResult",
     "TarOut",

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from biotrove_cli.core.data.shard.files import FILE_MODE, read_json, write_json
-from biotrove_cli.core.data.shard.plan import FORMAT, Plan
+from biotrove_cli.core.data.shard.plan import FORMAT, ShardPlan
 from biotrove_cli.core.data.shard.unit import complete_units
 from biotrove_cli.core.errors import BiotroveError, InputError, OutputExistsError
 from biotrove_cli.core.layout import MANIFEST, PLAN, SIZES, SPLITS, TAXONOMY, shard_name
@@ -32,7 +32,7 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
 
 
-def prepare_output(out: Path, plan: Plan) -> bool:
+def prepare_output(out: Path, plan: ShardPlan) -> bool:
     """Check that ``out`` is empty or holds this very plan; write ``plan.json``.
 
     Returns True when the folder already held this plan (a resume).
@@ -148,47 +148,52 @@ def finalize(out: Path, run: dict | None = None) -> dict[str, Any]:
         IncompleteError: some planned shards are missing (the message names them and the
             ``--part`` runs that owe them).
     """
-    from biotrove_cli import __version__
-    from biotrove_cli.core.io import cleanup_temp_files
-    from biotrove_cli.core.taxonomy.labelbank import LabelBank
-
     doc = read_json(out / PLAN)
     if not isinstance(doc, dict) or "units" not in doc:
         raise InputError(
             f"{out}: no plan.json here, so nothing to finalize",
             hint="pass the --out folder of a `biotrove shard` run",
         )
-    fp = doc["fingerprint"]
     units = doc["units"]
-    done = complete_units(out, units, fp)
+    done = complete_units(out, units, doc["fingerprint"])
     missing = [i for i in range(len(units)) if i not in done]
     if missing:
-        n_parts = {
-            st.get("writer", {}).get("part")
-            for st in (read_json(p) for split in SPLITS for p in (out / split).glob("*.stats.json"))
-            if isinstance(st, dict)
-        }
-        n_parts.discard(None)
-        owners = ""
-        ns = {int(str(p).split("/")[1]) for p in n_parts if "/" in str(p)}
-        if len(ns) == 1:
-            n = ns.pop()
-            owed = sorted({i % n + 1 for i in missing})
-            owners = f"; they belong to --part {', '.join(f'{k}/{n}' for k in owed)}"
-        names = [f"{units[i]['split']}/{shard_name(int(units[i]['index']))}" for i in missing]
-        raise IncompleteError(
-            f"{out}: {len(missing)} of {len(units)} planned shards are not written yet "
-            f"({', '.join(names[:5])}{'...' if len(names) > 5 else ''}){owners}",
-            hint="run the missing parts (the same command with their --part K/N), or the "
-            "command without --part, then finalize again",
-        )
+        raise _incomplete(out, units, missing)
     summaries = summarize(doc, done)
-    counts: dict[str, dict[str, int]] = {}
-    for ordinal, st in done.items():
-        split = units[ordinal]["split"]
-        for key, n in st["species"].items():
-            c = counts.setdefault(key, {})
-            c[split] = c.get(split, 0) + int(n)
+    _write_sizes(out, units, done)
+    taxa = _write_taxonomy(out, doc, units, done)
+    manifest = _manifest(doc, summaries, done, len(taxa), run)
+    write_json(out / MANIFEST, manifest)
+    return manifest
+
+
+def _incomplete(out: Path, units: list[dict[str, Any]], missing: list[int]) -> IncompleteError:
+    """The error naming the missing shards and, when the stats tell, the parts that owe them."""
+    n_parts = {
+        st.get("writer", {}).get("part")
+        for st in (read_json(p) for split in SPLITS for p in (out / split).glob("*.stats.json"))
+        if isinstance(st, dict)
+    }
+    n_parts.discard(None)
+    owners = ""
+    ns = {int(str(p).split("/")[1]) for p in n_parts if "/" in str(p)}
+    if len(ns) == 1:
+        n = ns.pop()
+        owed = sorted({i % n + 1 for i in missing})
+        owners = f"; they belong to --part {', '.join(f'{k}/{n}' for k in owed)}"
+    names = [f"{units[i]['split']}/{shard_name(int(units[i]['index']))}" for i in missing]
+    return IncompleteError(
+        f"{out}: {len(missing)} of {len(units)} planned shards are not written yet "
+        f"({', '.join(names[:5])}{'...' if len(names) > 5 else ''}){owners}",
+        hint="run the missing parts (the same command with their --part K/N), or the "
+        "command without --part, then finalize again",
+    )
+
+
+def _write_sizes(out: Path, units: list[dict[str, Any]], done: dict[int, dict]) -> None:
+    """``sizes.json`` per split (shard name -> samples); temp files of killed writers go."""
+    from biotrove_cli.core.io import cleanup_temp_files
+
     for split in SPLITS:
         d = out / split
         if not d.is_dir():
@@ -199,6 +204,20 @@ def finalize(out: Path, run: dict | None = None) -> dict[str, Any]:
             if units[ordinal]["split"] == split:
                 sizes.update(done[ordinal]["shards"])
         write_json(d / SIZES, sizes)
+
+
+def _write_taxonomy(
+    out: Path, doc: dict[str, Any], units: list[dict[str, Any]], done: dict[int, dict]
+) -> list[Taxon]:
+    """``taxonomy.parquet``: the planned species that have samples, with per-split counts."""
+    from biotrove_cli.core.taxonomy.labelbank import LabelBank
+
+    counts: dict[str, dict[str, int]] = {}
+    for ordinal, st in done.items():
+        split = units[ordinal]["split"]
+        for key, n in st["species"].items():
+            c = counts.setdefault(key, {})
+            c[split] = c.get(split, 0) + int(n)
     taxa = [
         Taxon(
             names=tuple(t["names"]),  # type: ignore[arg-type]
@@ -211,6 +230,19 @@ def finalize(out: Path, run: dict | None = None) -> dict[str, Any]:
     bank = LabelBank(taxa=taxa, counts=counts, source=str(out))
     bank.save(out / TAXONOMY)
     os.chmod(out / TAXONOMY, FILE_MODE)
+    return taxa
+
+
+def _manifest(
+    doc: dict[str, Any],
+    summaries: list[SplitSummary],
+    done: dict[int, dict],
+    n_species: int,
+    run: dict | None,
+) -> dict[str, Any]:
+    """``manifest.json``: arguments, counts, biotrove version, timings."""
+    from biotrove_cli import __version__
+
     failures: Counter = Counter()
     converted: Counter = Counter()
     for s in summaries:
@@ -218,11 +250,11 @@ def finalize(out: Path, run: dict | None = None) -> dict[str, Any]:
         converted.update(s.converted)
     shard_seconds = sum(float(st["seconds"]) for st in done.values())
     written = sum(s.written for s in summaries)
-    manifest = {
+    return {
         "format": FORMAT,
         "biotrove_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "fingerprint": fp,
+        "fingerprint": doc["fingerprint"],
         "args": doc.get("args", {}),
         "metadata": doc.get("metadata", []),
         "selection": doc.get("selection", {}),
@@ -243,7 +275,7 @@ def finalize(out: Path, run: dict | None = None) -> dict[str, Any]:
             "planned": sum(s.planned for s in summaries),
             "samples": written,
             "failed": sum(s.failed for s in summaries),
-            "species": len(taxa),
+            "species": n_species,
         },
         "failures": dict(sorted(failures.items())),
         "converted": dict(sorted(converted.items())),
@@ -257,5 +289,3 @@ def finalize(out: Path, run: dict | None = None) -> dict[str, Any]:
             **({"last_run": run} if run else {}),
         },
     }
-    write_json(out / MANIFEST, manifest)
-    return manifest

@@ -39,7 +39,7 @@ from biotrove_cli.core.data.images import WEB_IMAGE_SUFFIXES
 from biotrove_cli.core.data.shard.config import ShardConfig
 from biotrove_cli.core.data.shard.files import read_json
 from biotrove_cli.core.data.shard.finalize import SplitSummary, finalize, prepare_output, summarize
-from biotrove_cli.core.data.shard.plan import Plan, make_plan
+from biotrove_cli.core.data.shard.plan import Sample, ShardPlan, Unit, make_plan
 from biotrove_cli.core.data.shard.pool import write_all
 from biotrove_cli.core.data.shard.sources import download_photos, resolve_sources, to_download
 from biotrove_cli.core.data.shard.unit import MAX_FAILED_LISTED, WriteSettings, complete_units
@@ -105,20 +105,79 @@ def shard_dataset(
         OutputExistsError: ``--out`` holds another dataset.
         BiotroveError (exit 130): interrupted; rerunning resumes.
     """
+    _check(cfg)
+    t_start = time.monotonic()
+    started_iso = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    plan = make_plan(cfg)
+    _log_plan(plan)
+    out = Path(cfg.out)
+    resumed = prepare_output(out, plan)
+    work = _PartWork.of(plan, cfg.part, out)
+    _log_part(work, plan, cfg.part, out, resumed)
+    samples = [s for u in work.todo for s in u.samples]
+    download = _find_photos(samples, cfg, out, progress, phase, plan, work.done_before)
+
+    workers = cfg.workers if cfg.workers > 0 else 1
+    if phase is not None:
+        phase("shard", len(samples))
+    t_write = time.monotonic()
+    try:
+        write_all(work.todo, _write_settings(cfg, plan), workers, progress)
+    except KeyboardInterrupt:
+        raise _interrupted(out, None, plan) from None
+    write_seconds = time.monotonic() - t_write
+
+    done_now = complete_units(out, plan.unit_docs(), plan.fingerprint)
+    missing = [i for i in range(len(plan.units)) if i not in done_now]
+    if not missing:
+        k, n = cfg.part
+        run = {
+            "started": started_iso,
+            "seconds": round(time.monotonic() - t_start, 3),
+            "write_seconds": round(write_seconds, 3),
+            "workers": workers,
+            "part": f"{k}/{n}",
+            "units_written": len(work.todo),
+            "samples_processed": len(samples),
+            "images_per_second": round(len(samples) / write_seconds, 1) if write_seconds else None,
+        }
+        finalize(out, run=run)
+    failed = [f for st in done_now.values() for f in st.get("failed_samples", [])]
+    return ShardResult(
+        out=out,
+        fingerprint=plan.fingerprint,
+        selection={**plan.selection, "species": len(plan.taxa)},
+        splits=summarize(plan.document(), done_now),
+        resumed=resumed,
+        kept_units=len(work.mine) - len(work.todo),
+        written_units=len(work.todo),
+        other_parts_units=len(plan.units) - len(work.mine),
+        pending_units=len(missing),
+        finalized=not missing,
+        seconds=time.monotonic() - t_start,
+        images_per_second=len(samples) / write_seconds if write_seconds and samples else 0.0,
+        download=download,
+        warnings=plan.warnings,
+        failed_samples=failed[:MAX_FAILED_LISTED],
+    )
+
+
+def _check(cfg: ShardConfig) -> None:
+    """Every bad argument at once, then the photo folder (unless photos are downloaded)."""
     from biotrove_cli.core.errors import ConfigError
 
     problems = cfg.validate()
     if problems:
         raise ConfigError(problems, hint="see `biotrove shard --help`")
-    t_start = time.monotonic()
-    started_iso = datetime.now(timezone.utc).isoformat(timespec="seconds")
     images = Path(cfg.images)
     if not cfg.download and not images.is_dir():
         raise InputError(
             f"--images {images}: no such folder",
             hint="point --images at the photo folder, or add --download to fetch photo_url",
         )
-    plan = make_plan(cfg)
+
+
+def _log_plan(plan: ShardPlan) -> None:
     for w in plan.warnings:
         log.warning(w)
     sel = plan.selection
@@ -136,33 +195,65 @@ def shard_dataset(
             else ""
         )
     )
-    out = Path(cfg.out)
-    resumed = prepare_output(out, plan)
-    doc_units = [
-        {"split": u.split, "index": u.index, "samples": len(u.samples)} for u in plan.units
-    ]
-    k, n = cfg.part
-    mine = [u for u in plan.units if u.part_of(n) == k]
-    done_before = complete_units(out, doc_units, plan.fingerprint)
-    todo = [u for u in mine if u.ordinal not in done_before]
-    kept = len([u for u in mine if u.ordinal in done_before])
+
+
+@dataclass
+class _PartWork:
+    """This ``--part``'s share of the plan, against what is complete on disk already."""
+
+    mine: list[Unit]  # the units of this part
+    todo: list[Unit]  # those not complete yet
+    done_before: dict[int, dict]  # ordinal -> stats of every unit complete before this run
+
+    @classmethod
+    def of(cls, plan: ShardPlan, part: tuple[int, int], out: Path) -> _PartWork:
+        k, n = part
+        mine = [u for u in plan.units if u.part_of(n) == k]
+        done_before = complete_units(out, plan.unit_docs(), plan.fingerprint)
+        todo = [u for u in mine if u.ordinal not in done_before]
+        return cls(mine, todo, done_before)
+
+
+def _log_part(
+    work: _PartWork, plan: ShardPlan, part: tuple[int, int], out: Path, resumed: bool
+) -> None:
+    k, n = part
     if n > 1:
+        kept = len(work.mine) - len(work.todo)
         log.info(
-            f"part {k}/{n}: {len(mine)} of the {len(plan.units)} shards, {kept} already complete "
-            f"({len(done_before)} complete in all)"
+            f"part {k}/{n}: {len(work.mine)} of the {len(plan.units)} shards, {kept} already "
+            f"complete ({len(work.done_before)} complete in all)"
         )
     elif resumed:
-        log.info(f"resuming {out}: {len(done_before)} of {len(plan.units)} shards already complete")
+        log.info(
+            f"resuming {out}: {len(work.done_before)} of {len(plan.units)} shards already complete"
+        )
 
-    samples = [s for u in todo for s in u.samples]
+
+def _find_photos(
+    samples: list[Sample],
+    cfg: ShardConfig,
+    out: Path,
+    progress: ProgressFn | None,
+    phase: PhaseFn | None,
+    plan: ShardPlan,
+    done_before: dict[int, dict],
+) -> dict[str, Any] | None:
+    """Set each sample's source (downloading what is missing with ``--download``); returns the
+    download summary (None when nothing was fetched).
+
+    Raises:
+        InputError: not one of the samples has a photo.
+    """
+    images = Path(cfg.images)
     found = resolve_sources(samples, images)
-    download_summary = None
+    summary = None
     wanted = to_download(samples) if cfg.download else []
     if wanted:
         if phase is not None:
             phase("download", len(wanted))
         try:
-            download_summary, fetched = download_photos(wanted, cfg, out, progress)
+            summary, fetched = download_photos(wanted, cfg, out, progress)
         except KeyboardInterrupt:
             raise _interrupted(out, done_before, plan) from None
         found += fetched
@@ -175,9 +266,13 @@ def shard_dataset(
             f"as {{photo_id}}.{'|'.join(s[1:] for s in WEB_IMAGE_SUFFIXES)} anywhere below it"
             + ("" if cfg.download else "; add --download to fetch photo_url"),
         )
+    return summary
 
-    settings = WriteSettings(
-        out=str(out),
+
+def _write_settings(cfg: ShardConfig, plan: ShardPlan) -> WriteSettings:
+    k, n = cfg.part
+    return WriteSettings(
+        out=str(Path(cfg.out)),
         fingerprint=plan.fingerprint,
         resize_mode=cfg.resize_mode,
         image_size=cfg.image_size,
@@ -188,62 +283,11 @@ def shard_dataset(
         strict=cfg.strict,
         part_label=f"{k}/{n}",
     )
-    workers = cfg.workers if cfg.workers > 0 else 1
-    if phase is not None:
-        phase("shard", len(samples))
-    t_write = time.monotonic()
-    try:
-        write_all(todo, settings, workers, progress)
-    except KeyboardInterrupt:
-        raise _interrupted(out, None, plan) from None
-    write_seconds = time.monotonic() - t_write
-
-    plan_doc = plan.document()
-    done_now = complete_units(out, doc_units, plan.fingerprint)
-    missing = [i for i in range(len(plan.units)) if i not in done_now]
-    finalized = False
-    run = {
-        "started": started_iso,
-        "seconds": round(time.monotonic() - t_start, 3),
-        "write_seconds": round(write_seconds, 3),
-        "workers": workers,
-        "part": f"{k}/{n}",
-        "units_written": len(todo),
-        "samples_processed": len(samples),
-        "images_per_second": round(len(samples) / write_seconds, 1) if write_seconds else None,
-    }
-    if not missing:
-        finalize(out, run=run)
-        finalized = True
-    summaries = summarize(plan_doc, done_now)
-    failed_samples = [f for st in done_now.values() for f in st.get("failed_samples", [])][
-        :MAX_FAILED_LISTED
-    ]
-    sel = dict(plan.selection)
-    sel["species"] = len(plan.taxa)
-    return ShardResult(
-        out=out,
-        fingerprint=plan.fingerprint,
-        selection=sel,
-        splits=summaries,
-        resumed=resumed,
-        kept_units=kept,
-        written_units=len(todo),
-        other_parts_units=len(plan.units) - len(mine),
-        pending_units=len(missing),
-        finalized=finalized,
-        seconds=time.monotonic() - t_start,
-        images_per_second=len(samples) / write_seconds if write_seconds and samples else 0.0,
-        download=download_summary,
-        warnings=plan.warnings,
-        failed_samples=failed_samples,
-    )
 
 
-def _interrupted(out: Path, done: dict | None, plan: Plan) -> BiotroveError:
+def _interrupted(out: Path, done: dict | None, plan: ShardPlan) -> BiotroveError:
     if done is None:
-        doc_units = [{"split": u.split, "index": u.index} for u in plan.units]
-        done = complete_units(out, doc_units, plan.fingerprint)
+        done = complete_units(out, plan.unit_docs(), plan.fingerprint)
     return BiotroveError(
         f"interrupted: {len(done)} of {len(plan.units)} shards are complete in {out}",
         hint="run the same command again: it keeps the complete shards and redoes the rest",

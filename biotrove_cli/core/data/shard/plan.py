@@ -72,7 +72,10 @@ class Unit:
 
 
 @dataclass
-class Plan:
+class ShardPlan:
+    """The shard plan: which sample goes to which unit (the training data plan is
+    :class:`biotrove_cli.core.training.data.StreamPlan`)."""
+
     fingerprint: str
     args: dict[str, Any]
     units: list[Unit]
@@ -89,6 +92,10 @@ class Plan:
             s["shards"] += 1
         return out
 
+    def unit_docs(self) -> list[dict[str, Any]]:
+        """The units as ``plan.json`` lists them (what :func:`.unit.complete_units` reads)."""
+        return [{"split": u.split, "index": u.index, "samples": len(u.samples)} for u in self.units]
+
     def document(self) -> dict[str, Any]:
         """What goes into ``plan.json`` (small: no per-sample lists)."""
         return {
@@ -98,9 +105,7 @@ class Plan:
             "metadata": self.metadata,
             "selection": self.selection,
             "splits": self.split_counts(),
-            "units": [
-                {"split": u.split, "index": u.index, "samples": len(u.samples)} for u in self.units
-            ],
+            "units": self.unit_docs(),
             "taxa": [
                 {
                     "species_key": t.species_key,
@@ -113,11 +118,21 @@ class Plan:
         }
 
 
-def _matches(taxon: Taxon, wanted: set[str]) -> bool:
-    return any(taxon.name_at(r).lower() in wanted for r in RANKS)
+#: The counts of ``plan.json``'s ``selection``, in order: what happened to the metadata rows.
+SELECTION_COUNTS = (
+    "rows",
+    "no_species",
+    "no_image_reference",
+    "duplicates",
+    "outside_categories",
+    "unseen_species",
+    "capped",
+    "renamed_keys",
+    "selected",
+)
 
 
-def make_plan(cfg: ShardConfig) -> Plan:
+def make_plan(cfg: ShardConfig) -> ShardPlan:
     """Read the metadata and decide, deterministically, which sample goes to which shard.
 
     Raises:
@@ -130,6 +145,32 @@ def make_plan(cfg: ShardConfig) -> Plan:
     args = cfg.dataset_args()
     metas = [read_metadata(p) for p in cfg.metadata]  # every schema problem before any work
     sel: Counter = Counter()
+    unique = _unique_samples(metas, sel)
+    warn: list[str] = []
+    wanted = set(args["categories"])
+    if wanted:
+        unique = _within_categories(unique, wanted, sel, warn)
+    if not unique:
+        raise _empty_selection(cfg, bool(wanted))
+    splits = _split(unique, cfg, sel)
+    _assign_keys(splits, sel)
+    units, fingerprint = _cut_units(splits, args, cfg.samples_per_shard)
+    sel["selected"] = sum(len(g) for g in splits.values())
+    bank = LabelBank.from_taxa([s.taxon for g in splits.values() for s in g])
+    return ShardPlan(
+        fingerprint=fingerprint,
+        args=args,
+        units=units,
+        selection={k: int(sel.get(k, 0)) for k in SELECTION_COUNTS},
+        taxa=bank.taxa,
+        metadata=[{"path": str(m.path), "schema": m.schema, "rows": len(m)} for m in metas],
+        warnings=warn,
+    )
+
+
+def _unique_samples(metas: list[Any], sel: Counter) -> list[Sample]:
+    """One sample per photo identity over every metadata file, in identity order (the first row
+    of a duplicated photo wins, in file then row order): the plan ignores file order."""
     candidates: list[tuple[str, int, int, Sample]] = []
     for fi, meta in enumerate(metas):
         for rec in meta.records:
@@ -155,7 +196,6 @@ def make_plan(cfg: ShardConfig) -> Plan:
                 taxon=rec.taxon,
             )
             candidates.append((ident, fi, rec.row, s))
-    # order by identity (then file and row for duplicates): the plan ignores file order
     candidates.sort(key=lambda c: (c[0], c[1], c[2]))
     unique: list[Sample] = []
     last = None
@@ -165,33 +205,45 @@ def make_plan(cfg: ShardConfig) -> Plan:
             continue
         last = ident
         unique.append(s)
+    return unique
 
-    wanted = set(args["categories"])
-    warn: list[str] = []
-    if wanted:
-        kept = [s for s in unique if _matches(s.taxon, wanted)]
-        found = {n for s in kept for r in RANKS if (n := s.taxon.name_at(r).lower()) in wanted}
-        unknown = sorted(wanted - found)
-        if unknown and kept:
-            warn.append(f"--categories: no row lies within {', '.join(unknown)}")
-        sel["outside_categories"] = len(unique) - len(kept)
-        unique = kept
-    if not unique:
-        where = ", ".join(str(p) for p in cfg.metadata)
-        if wanted:
-            raise InputError(
-                f"empty selection: no row of {where} lies within {', '.join(cfg.categories)}",
-                hint="--categories matches names at any rank (e.g. Aves, Araneae, Quercus); "
-                "check the spelling with `biotrove info METADATA`",
-            )
-        raise InputError(
-            f"empty selection: {where} has no row with a species and an image reference",
-            hint="rows need a species (genus + epithet or a scientific name) and a photo_id, "
-            "path or photo_url",
+
+def _matches(taxon: Taxon, wanted: set[str]) -> bool:
+    return any(taxon.name_at(r).lower() in wanted for r in RANKS)
+
+
+def _within_categories(
+    samples: list[Sample], wanted: set[str], sel: Counter, warn: list[str]
+) -> list[Sample]:
+    """The samples within ``--categories`` (names at any rank, lower case)."""
+    kept = [s for s in samples if _matches(s.taxon, wanted)]
+    found = {n for s in kept for r in RANKS if (n := s.taxon.name_at(r).lower()) in wanted}
+    unknown = sorted(wanted - found)
+    if unknown and kept:
+        warn.append(f"--categories: no row lies within {', '.join(unknown)}")
+    sel["outside_categories"] = len(samples) - len(kept)
+    return kept
+
+
+def _empty_selection(cfg: ShardConfig, by_categories: bool) -> InputError:
+    where = ", ".join(str(p) for p in cfg.metadata)
+    if by_categories:
+        return InputError(
+            f"empty selection: no row of {where} lies within {', '.join(cfg.categories)}",
+            hint="--categories matches names at any rank (e.g. Aves, Araneae, Quercus); "
+            "check the spelling with `biotrove info METADATA`",
         )
+    return InputError(
+        f"empty selection: {where} has no row with a species and an image reference",
+        hint="rows need a species (genus + epithet or a scientific name) and a photo_id, "
+        "path or photo_url",
+    )
 
+
+def _split(samples: list[Sample], cfg: ShardConfig, sel: Counter) -> dict[str, list[Sample]]:
+    """Rare species to ``unseen``, frequent ones capped, the rest shuffled into train/val."""
     by_species: dict[str, list[Sample]] = {}
-    for s in unique:
+    for s in samples:
         by_species.setdefault(s.taxon.species_key, []).append(s)
     seen: list[Sample] = []
     unseen: list[Sample] = []
@@ -213,9 +265,11 @@ def make_plan(cfg: ShardConfig) -> Plan:
     random.Random(f"{cfg.seed}:split").shuffle(seen)
     random.Random(f"{cfg.seed}:unseen").shuffle(unseen)
     n_val = round(len(seen) * cfg.val_fraction)
-    splits = {"train": seen[n_val:], "val": seen[:n_val], "unseen": unseen}
+    return {"train": seen[n_val:], "val": seen[:n_val], "unseen": unseen}
 
-    # keys: sanitised, unique within the dataset (a clash gets _2, _3... in identity order)
+
+def _assign_keys(splits: dict[str, list[Sample]], sel: Counter) -> None:
+    """Sanitised keys, unique within the dataset (a clash gets _2, _3... in identity order)."""
     taken: set[str] = set()
     everyone = sorted((s for group in splits.values() for s in group), key=lambda s: s.ident)
     for s in everyone:
@@ -229,16 +283,20 @@ def make_plan(cfg: ShardConfig) -> Plan:
         if s.photo_id and key != s.photo_id:
             sel["renamed_keys"] += 1
 
+
+def _cut_units(
+    splits: dict[str, list[Sample]], args: dict[str, Any], per_shard: int
+) -> tuple[list[Unit], str]:
+    """Every split cut into units of ``per_shard`` samples, and the plan's fingerprint: the
+    format, the arguments and every unit's samples (key, identity, taxon) in order."""
     units: list[Unit] = []
     h = hashlib.sha256()
     h.update(FORMAT.encode())
     h.update(json.dumps(args, sort_keys=True).encode())
     for split in SPLITS:
         group = splits[split]
-        for i in range(0, len(group), cfg.samples_per_shard):
-            unit = Unit(
-                split, i // cfg.samples_per_shard, len(units), group[i : i + cfg.samples_per_shard]
-            )
+        for i in range(0, len(group), per_shard):
+            unit = Unit(split, i // per_shard, len(units), group[i : i + per_shard])
             units.append(unit)
             h.update(f"\n#{split}/{unit.index}".encode())
             for s in unit.samples:
@@ -251,29 +309,4 @@ def make_plan(cfg: ShardConfig) -> Plan:
                 )
         for s in group:
             s.split = split
-    sel["selected"] = sum(len(g) for g in splits.values())
-    bank = LabelBank.from_taxa([s.taxon for g in splits.values() for s in g])
-    metadata = [{"path": str(m.path), "schema": m.schema, "rows": len(m)} for m in metas]
-    selection = {
-        k: int(sel.get(k, 0))
-        for k in (
-            "rows",
-            "no_species",
-            "no_image_reference",
-            "duplicates",
-            "outside_categories",
-            "unseen_species",
-            "capped",
-            "renamed_keys",
-            "selected",
-        )
-    }
-    return Plan(
-        fingerprint=h.hexdigest(),
-        args=args,
-        units=units,
-        selection=selection,
-        taxa=bank.taxa,
-        metadata=metadata,
-        warnings=warn,
-    )
+    return units, h.hexdigest()
