@@ -2,7 +2,7 @@
 
 The job runs in four steps:
 
-1. **Plan** (:func:`make_plan`): read the metadata, drop rows without a species and exact
+1. **Plan** (:func:`.plan.make_plan`): read the metadata, drop rows without a species and exact
    duplicate photos, keep the ``--categories``, set rare species aside into ``unseen``
    (``--min-per-species``), cap frequent ones (``--max-per-species``), split the rest into
    ``train``/``val`` by sample, shuffle, and cut every split into units of
@@ -11,15 +11,15 @@ The job runs in four steps:
    every rerun, and every ``--part K/N`` on N machines, computes the same plan without talking
    to the others. Its fingerprint lands in ``plan.json``; an output folder holding another plan
    is refused before any work.
-2. **Download** (optional, :mod:`download`): fetch the photos of this part's units that are not
-   on disk.
-3. **Write** (:func:`write_unit`): each unit becomes ``{split}/shard-{index:06d}.tar`` (plus
-   ``_1``, ``_2``... parts when ``--max-shard-bytes`` is reached), each followed by its
-   ``.stats.json``. Both are written atomically; a unit is complete only when the stats of its
-   final part exist. Units are spread over ``--workers`` processes; unit ``u`` (counted over all
-   splits) belongs to part ``u % N + 1``.
-4. **Finalize** (:func:`finalize`): once every unit of the plan is complete, write ``sizes.json``
-   per split, ``taxonomy.parquet`` and ``manifest.json``.
+2. **Download** (optional, :mod:`.sources`, :mod:`..download`): fetch the photos of this
+   part's units that are not on disk.
+3. **Write** (:func:`.unit.write_unit`, :mod:`.pool`): each unit becomes
+   ``{split}/shard-{index:06d}.tar`` (plus ``_1``, ``_2``... parts when ``--max-shard-bytes`` is
+   reached), each followed by its ``.stats.json``. Both are written atomically; a unit is
+   complete only when the stats of its final part exist. Units are spread over ``--workers``
+   processes; unit ``u`` (counted over all splits) belongs to part ``u % N + 1``.
+4. **Finalize** (:func:`.finalize.finalize`): once every unit of the plan is complete, write
+   ``sizes.json`` per split, ``taxonomy.parquet`` and ``manifest.json``.
 
 A rerun keeps complete units and deletes then redoes incomplete ones, so the final dataset holds
 every selected sample exactly once, whatever interrupted the earlier run.
