@@ -134,7 +134,8 @@ def plain(spec: str, shards: Path, n: int, batch_size: int, device: str) -> tupl
 
 
 def ours(spec: str, shards: Path, n: int, args, precision: str) -> tuple[float, float]:
-    from biotrove_cli.core.evaluation.engine import EvalConfig, evaluate
+    from biotrove_cli.core.evaluation.config import EvalConfig
+    from biotrove_cli.core.evaluation.engine import evaluate
 
     cfg = EvalConfig(
         models=[spec],

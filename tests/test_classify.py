@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from biotrove_cli.core.evaluation.classify import COLUMNS, scan_output
+from biotrove_cli.core.evaluation.classify_records import COLUMNS, scan_output
 from tests.conftest import DEMO_SPECIES
 
 LINEAGE = ("kingdom", "phylum", "class", "order", "family", "genus", "species")

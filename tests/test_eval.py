@@ -13,7 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from biotrove_cli.core.evaluation.engine import EvalConfig, ShardDataset, evaluate
+from biotrove_cli.core.evaluation.config import EvalConfig
+from biotrove_cli.core.evaluation.data import ShardDataset
+from biotrove_cli.core.evaluation.engine import evaluate
 from biotrove_cli.core.evaluation.zeroshot import Mode
 from biotrove_cli.core.taxonomy.labelbank import LabelBank
 from biotrove_cli.core.taxonomy.rank import RANKS, Rank

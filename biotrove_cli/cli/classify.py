@@ -7,14 +7,16 @@ from typing import Annotated
 
 import typer
 
-from biotrove_cli.cli.eval import AutoWorkersOpt, PrecisionChoice, PrecisionOpt
 from biotrove_cli.cli.options import (
     ArchOpt,
+    AutoWorkersOpt,
     BatchSizeOpt,
     DeviceOpt,
     FormatOpt,
     LabelsOpt,
     OutputOpt,
+    PrecisionChoice,
+    PrecisionOpt,
     RankChoice,
 )
 from biotrove_cli.output import console
@@ -140,12 +142,11 @@ def classify_cmd(
 
       biotrove classify photos/ -m model/ --within Aves --min-confidence 0.8
     """
-    from biotrove_cli.core.evaluation.classify import (
+    from biotrove_cli.core.evaluation.classify import ClassifyConfig, prepare_classify
+    from biotrove_cli.core.evaluation.classify_records import (
         COLUMNS,
         STREAM_FORMATS,
         TABLE_COLUMNS,
-        ClassifyConfig,
-        prepare_classify,
     )
     from biotrove_cli.core.runtime import resolve_device
     from biotrove_cli.output import progress

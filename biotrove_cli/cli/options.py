@@ -98,3 +98,41 @@ RankOpt = Annotated[
     RankChoice,
     typer.Option("--rank", case_sensitive=False, help="Taxonomic rank to report."),
 ]
+
+
+# -- inference (eval, classify) ----------------------------------------------------------------
+class ModeChoice(str, Enum):
+    rollup = "rollup"
+    prompt = "prompt"
+    both = "both"
+
+
+class PrecisionChoice(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+AutoWorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=0,
+        metavar="N",
+        help="Image decoding worker processes (0 = in-process). Default auto: on CUDA all "
+        "cores but one; on a CPU a quarter of the cores for large image towers, half for "
+        "small ones; the model's threads get the rest.",
+        show_default=False,
+        rich_help_panel="Compute",
+    ),
+]
+PrecisionOpt = Annotated[
+    PrecisionChoice,
+    typer.Option(
+        "--precision",
+        case_sensitive=False,
+        help="auto = bf16 autocast on CUDA, fp32 on CPU; bf16 on CPU runs a bf16 copy of the "
+        "image tower (fast on CPUs with AMX, slightly different scores).",
+        rich_help_panel="Compute",
+    ),
+]

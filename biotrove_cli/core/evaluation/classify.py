@@ -6,16 +6,10 @@ and encoded in batches; each batch's records are yielded at once so a caller can
 Scores are probabilities: species probabilities from the shared zero-shot classifier, rolled up
 into higher ranks by summing. ``--min-confidence P`` reports, per image, the deepest rank whose
 best rolled-up probability reaches P.
-
-Resume: with an output file, :func:`scan_output` repairs a torn last line, drops the last
-image's rows (they may be incomplete) and returns the paths already done, so a rerun appends
-each remaining image exactly once.
 """
 
 from __future__ import annotations
 
-import csv
-import glob
 import json
 import logging
 import os
@@ -26,8 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from biotrove_cli.core.data.images import IMAGE_SUFFIXES, is_image_path
 from biotrove_cli.core.errors import InputError, UsageError
+from biotrove_cli.core.evaluation.classify_inputs import expand_paths
+from biotrove_cli.core.evaluation.classify_records import (
+    COLUMNS,
+    LINEAGE_COLUMNS,
+    STREAM_FORMATS,
+    scan_output,
+)
 from biotrove_cli.core.evaluation.zeroshot import (
     DEFAULT_TEMPLATES,
     DEFAULT_TEXT_TYPE,
@@ -44,20 +44,6 @@ from biotrove_cli.core.taxonomy.rank import RANKS, Rank
 
 log = logging.getLogger("biotrove")
 
-LINEAGE_COLUMNS = tuple(r.value for r in RANKS)
-COLUMNS = (
-    "path",
-    "rank",
-    "prediction",
-    "name",
-    "common_name",
-    *LINEAGE_COLUMNS,
-    "score",
-    "error",
-)
-TABLE_COLUMNS = ("path", "prediction", "name", "common_name", "score", "error")
-STREAM_FORMATS = ("csv", "jsonl")
-GLOB_CHARS = set("*?[")
 ProgressFn = Callable[[int, int], None]
 
 
@@ -87,173 +73,6 @@ class ClassifyConfig:
     resume: bool = False
     strict: bool = False
     arch: str | None = None
-
-
-# -- inputs -------------------------------------------------------------------------------------
-def _images_in(folder: Path, recursive: bool) -> list[Path]:
-    it = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in it if p.is_file() and is_image_path(p))
-
-
-def _folder_images(folder: Path, recursive: bool, shown: str) -> list[str]:
-    found = _images_in(folder, recursive)
-    if not found:
-        deeper = [] if recursive else _images_in(folder, True)
-        if deeper:
-            raise InputError(
-                f"{shown}: no images directly in this folder ({len(deeper)} in its subfolders)",
-                hint="add --recursive to classify the subfolders too",
-            )
-        raise InputError(
-            f"{shown}: no images in this folder",
-            hint=f"classify understands {', '.join(s.lstrip('.') for s in IMAGE_SUFFIXES)} "
-            "files (any case)",
-        )
-    base = shown.rstrip("/\\")
-    return [os.path.join(base, str(p.relative_to(folder))) for p in found]
-
-
-def expand_paths(
-    specs: Iterable[str], recursive: bool = False, stdin: Iterable[str] | None = None
-) -> list[str]:
-    """Files to classify, in order, without duplicates.
-
-    * a file is taken as it is (a non-image file becomes an error row later);
-    * a folder gives its image files (``recursive``: and its subfolders');
-    * a glob (``*``, ``?``, ``[``) gives its matching image files and folders;
-    * ``-`` reads one path per line from ``stdin``; missing ones become error rows, since a
-      pipeline's list can go stale.
-
-    Raises:
-        InputError: a path named on the command line does not exist, a folder holds no images,
-            a glob matches nothing.
-    """
-    out: list[str] = []
-    for spec in specs:
-        if spec == "-":
-            if stdin is None:
-                raise UsageError("'-' reads paths from stdin, but there is no stdin")
-            for line in stdin:
-                line = line.rstrip("\r\n")
-                if not line.strip():
-                    continue
-                p = Path(line)
-                out.extend(_folder_images(p, recursive, line) if p.is_dir() else [line])
-            continue
-        p = Path(spec).expanduser()
-        if p.is_dir():
-            out.extend(_folder_images(p, recursive, spec))
-        elif p.exists():
-            out.append(spec)
-        elif GLOB_CHARS & set(spec):
-            matches = sorted(glob.glob(spec, recursive=recursive or "**" in spec))
-            files: list[str] = []
-            for m in matches:
-                if os.path.isdir(m):
-                    files.extend(_folder_images(Path(m), recursive, m))
-                elif is_image_path(m):
-                    files.append(m)
-            if not files:
-                raise InputError(
-                    f"{spec}: no image file matches this pattern",
-                    hint="check the pattern (quote it so the shell does not expand it)",
-                )
-            out.extend(files)
-        else:
-            raise InputError(f"{spec}: no such file or folder", hint="check the path")
-    seen: set[str] = set()
-    unique = []
-    for f in out:
-        if f not in seen:
-            seen.add(f)
-            unique.append(f)
-    if not unique:
-        raise InputError("no images to classify", hint="pass files, folders, globs or '-'")
-    return unique
-
-
-# -- resume -------------------------------------------------------------------------------------
-def scan_output(path: str | Path, fmt: str) -> set[str]:
-    """Repair an earlier run's output file and return the image paths it already holds.
-
-    A torn last line (no newline) is cut off, and so are all rows of the last image in the
-    file, which an interruption may have left incomplete: that image is classified again.
-
-    Raises:
-        InputError: the file is not an output of ``classify`` in this format.
-    """
-    path = Path(path)
-    if not path.is_file():
-        return set()
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1  # drop a torn last line
-    lines: list[tuple[int, bytes]] = []
-    pos = 0
-    while pos < end:
-        nl = data.index(b"\n", pos)
-        lines.append((pos, data[pos:nl]))
-        pos = nl + 1
-    rows: list[tuple[int, str]] = []  # (byte offset, image path)
-    body = lines
-    if fmt == "csv":
-        if not lines:
-            _truncate(path, 0, len(data))
-            return set()
-        header = next(csv.reader([lines[0][1].decode("utf-8", "replace")]))
-        if "path" not in header:
-            raise InputError(
-                f"{path}: not a classify CSV (no 'path' column), cannot resume into it",
-                hint="pick another -o file, or drop --resume to replace it",
-            )
-        if tuple(header) != COLUMNS:
-            raise InputError(
-                f"{path}: its columns differ from this version's ({', '.join(header)})",
-                hint="drop --resume to replace the file, or write to a new one",
-            )
-        body = lines[1:]
-        for offset, raw in body:
-            fields = next(csv.reader([raw.decode("utf-8", "replace")]), [])
-            if not fields:
-                continue
-            rows.append((offset, fields[0]))
-    elif fmt == "jsonl":
-        for i, (offset, raw) in enumerate(body):
-            if not raw.strip():
-                continue
-            try:
-                rec = json.loads(raw)
-            except ValueError as exc:
-                raise InputError(
-                    f"{path}: line {i + 1} is not JSON ({exc}), cannot resume into it",
-                    hint="remove the bad line, or drop --resume to replace the file",
-                ) from None
-            if not isinstance(rec, dict) or "path" not in rec:
-                raise InputError(
-                    f"{path}: line {i + 1} is not a classify record (no 'path')",
-                    hint="pick another -o file, or drop --resume to replace it",
-                )
-            rows.append((offset, str(rec["path"])))
-    else:
-        raise UsageError(f"--resume works with csv and jsonl output, not {fmt}")
-    cut = end
-    if rows:
-        last = rows[-1][1]
-        i = len(rows) - 1
-        while i > 0 and rows[i - 1][1] == last:
-            i -= 1
-        cut = rows[i][0]
-        rows = rows[:i]
-    _truncate(path, cut, len(data))
-    return {p for _, p in rows}
-
-
-def _truncate(path: Path, size: int, old: int) -> None:
-    if size == old:
-        return
-    with open(path, "r+b") as fh:
-        fh.truncate(size)
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 # -- labels -------------------------------------------------------------------------------------
@@ -316,7 +135,7 @@ class FileDataset:
         return len(self.files)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        from biotrove_cli.core.evaluation.engine import load_file
+        from biotrove_cli.core.evaluation.data import load_file
 
         image, reason = load_file((self.files[i],), self.preprocess, self.draft)
         return {"key": self.files[i], "image": image, "error": reason, "taxon": None}
@@ -447,7 +266,7 @@ class ClassifyJob:
         """Classify every file; yields each batch's records, in input order."""
         from torch.utils.data import DataLoader
 
-        from biotrove_cli.core.evaluation.engine import collate
+        from biotrove_cli.core.evaluation.data import collate
 
         cfg = self.cfg
         if cfg.output and not cfg.resume and cfg.output_format in STREAM_FORMATS:

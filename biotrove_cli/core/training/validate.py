@@ -47,7 +47,9 @@ def make_validator(cfg: Any, device: str) -> Callable[[Any, int], dict[str, Any]
     import open_clip
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
-    from biotrove_cli.core.evaluation.engine import EvalConfig, open_dataset, score_model
+    from biotrove_cli.core.evaluation.config import EvalConfig
+    from biotrove_cli.core.evaluation.data import open_dataset
+    from biotrove_cli.core.evaluation.scoring import score_model
     from biotrove_cli.core.evaluation.zeroshot import Mode
 
     ecfg = EvalConfig(

@@ -1,0 +1,114 @@
+"""The records ``biotrove classify`` writes, and resuming into an earlier output file.
+
+Resume: with an output file, :func:`scan_output` repairs a torn last line, drops the last
+image's rows (they may be incomplete) and returns the paths already done, so a rerun appends
+each remaining image exactly once.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+from biotrove_cli.core.errors import InputError, UsageError
+from biotrove_cli.core.taxonomy.rank import RANKS
+
+LINEAGE_COLUMNS = tuple(r.value for r in RANKS)
+COLUMNS = (
+    "path",
+    "rank",
+    "prediction",
+    "name",
+    "common_name",
+    *LINEAGE_COLUMNS,
+    "score",
+    "error",
+)
+TABLE_COLUMNS = ("path", "prediction", "name", "common_name", "score", "error")
+STREAM_FORMATS = ("csv", "jsonl")
+
+
+# -- resume -------------------------------------------------------------------------------------
+def scan_output(path: str | Path, fmt: str) -> set[str]:
+    """Repair an earlier run's output file and return the image paths it already holds.
+
+    A torn last line (no newline) is cut off, and so are all rows of the last image in the
+    file, which an interruption may have left incomplete: that image is classified again.
+
+    Raises:
+        InputError: the file is not an output of ``classify`` in this format.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return set()
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1  # drop a torn last line
+    lines: list[tuple[int, bytes]] = []
+    pos = 0
+    while pos < end:
+        nl = data.index(b"\n", pos)
+        lines.append((pos, data[pos:nl]))
+        pos = nl + 1
+    rows: list[tuple[int, str]] = []  # (byte offset, image path)
+    body = lines
+    if fmt == "csv":
+        if not lines:
+            _truncate(path, 0, len(data))
+            return set()
+        header = next(csv.reader([lines[0][1].decode("utf-8", "replace")]))
+        if "path" not in header:
+            raise InputError(
+                f"{path}: not a classify CSV (no 'path' column), cannot resume into it",
+                hint="pick another -o file, or drop --resume to replace it",
+            )
+        if tuple(header) != COLUMNS:
+            raise InputError(
+                f"{path}: its columns differ from this version's ({', '.join(header)})",
+                hint="drop --resume to replace the file, or write to a new one",
+            )
+        body = lines[1:]
+        for offset, raw in body:
+            fields = next(csv.reader([raw.decode("utf-8", "replace")]), [])
+            if not fields:
+                continue
+            rows.append((offset, fields[0]))
+    elif fmt == "jsonl":
+        for i, (offset, raw) in enumerate(body):
+            if not raw.strip():
+                continue
+            try:
+                rec = json.loads(raw)
+            except ValueError as exc:
+                raise InputError(
+                    f"{path}: line {i + 1} is not JSON ({exc}), cannot resume into it",
+                    hint="remove the bad line, or drop --resume to replace the file",
+                ) from None
+            if not isinstance(rec, dict) or "path" not in rec:
+                raise InputError(
+                    f"{path}: line {i + 1} is not a classify record (no 'path')",
+                    hint="pick another -o file, or drop --resume to replace it",
+                )
+            rows.append((offset, str(rec["path"])))
+    else:
+        raise UsageError(f"--resume works with csv and jsonl output, not {fmt}")
+    cut = end
+    if rows:
+        last = rows[-1][1]
+        i = len(rows) - 1
+        while i > 0 and rows[i - 1][1] == last:
+            i -= 1
+        cut = rows[i][0]
+        rows = rows[:i]
+    _truncate(path, cut, len(data))
+    return {p for _, p in rows}
+
+
+def _truncate(path: Path, size: int, old: int) -> None:
+    if size == old:
+        return
+    with open(path, "r+b") as fh:
+        fh.truncate(size)
+        fh.flush()
+        os.fsync(fh.fileno())

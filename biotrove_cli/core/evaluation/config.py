@@ -1,0 +1,54 @@
+"""The configuration of ``biotrove eval``: everything one evaluation needs, built by the CLI from
+flags (and read back from JSON by the distributed workers)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from biotrove_cli.core.evaluation.zeroshot import DEFAULT_TEMPLATES, DEFAULT_TEXT_TYPE, Mode
+from biotrove_cli.core.taxonomy.rank import RANKS, Rank
+
+
+@dataclass
+class EvalConfig:
+    """Everything ``biotrove eval`` needs; the CLI builds it from flags."""
+
+    models: list[str]
+    data: str
+    images: str | None = None
+    split: str = "val"
+    labels: str | None = None
+    ranks: list[Rank] = field(default_factory=lambda: list(RANKS))
+    modes: list[Mode] = field(default_factory=lambda: [Mode.ROLLUP])
+    text_type: str = DEFAULT_TEXT_TYPE
+    templates: str = DEFAULT_TEMPLATES
+    batch_size: int = 64
+    device: str = "cpu"
+    precision: str = "auto"
+    workers: int | None = None  # None: auto (see zeroshot.resolve_workers)
+    limit: int | None = None
+    use_cache: bool = True
+    per_class: str | None = None
+    confusion: tuple[Rank, str] | None = None
+    plot: str | None = None
+    arch: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values (for the distributed workers' config file)."""
+        out = dict(self.__dict__)
+        out["ranks"] = [r.value for r in self.ranks]
+        out["modes"] = [m.value for m in self.modes]
+        out["confusion"] = (
+            [self.confusion[0].value, self.confusion[1]] if self.confusion is not None else None
+        )
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvalConfig:
+        data = dict(data)
+        data["ranks"] = [Rank.parse(r) for r in data.get("ranks", [])]
+        data["modes"] = [Mode(m) for m in data.get("modes", [])]
+        conf = data.get("confusion")
+        data["confusion"] = (Rank.parse(conf[0]), conf[1]) if conf else None
+        return cls(**data)

@@ -1,0 +1,358 @@
+"""What ``biotrove eval`` reads: datasets and their loaders.
+
+Data is a shard folder / split folder / brace pattern written by ``biotrove shard`` (its label
+bank is the folder's ``taxonomy.parquet``), or a CSV/Parquet table with lineage columns and an
+image path (or photo id) column plus ``--images DIR``. Images are decoded in DataLoader worker
+processes (JPEG draft decoding near the model's input size); failures travel with the batch as
+reason codes, so they are counted instead of stopping the pass.
+
+Distributed: shards (or table rows) are split across processes, and across each process's
+DataLoader workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import IterableDataset
+
+from biotrove_cli.core.data.shards import (
+    iter_tar,
+    sample_image_bytes,
+    sample_meta,
+    taxon_from_meta,
+)
+from biotrove_cli.core.errors import InputError, SchemaError, UsageError
+from biotrove_cli.core.evaluation.config import EvalConfig
+from biotrove_cli.core.taxonomy.labelbank import LabelBank
+from biotrove_cli.core.taxonomy.lineage import Taxon
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
+
+
+@dataclass
+class TableRow:
+    key: str
+    candidates: tuple[str, ...]  # image files to try, in order
+    taxon: Taxon
+
+
+def _image_candidates(path: str, photo_id: str, images: Path | None, base: Path) -> tuple[str, ...]:
+    from biotrove_cli.core.data.images import IMAGE_SUFFIXES
+
+    out: list[Path] = []
+    if path:
+        p = Path(path)
+        if images is not None:
+            out.append(images / path.lstrip("/\\"))
+            out.append(images / p.name)
+        if p.is_absolute():
+            out.append(p)
+        else:
+            out.append(base / p)  # relative to the table's folder
+            out.append(p)  # relative to the working folder
+    elif photo_id and images is not None:
+        out.extend(images / f"{photo_id}{s}" for s in (".jpg", *IMAGE_SUFFIXES[1:]))
+    seen: list[str] = []
+    for c in out:
+        s = str(c)
+        if s not in seen:
+            seen.append(s)
+    return tuple(seen)
+
+
+def read_table_rows(data: Path, images: str | None) -> list[TableRow]:
+    """The rows of an eval table: where each image is and its lineage."""
+    from biotrove_cli.core.taxonomy.readers import read_metadata
+
+    meta = read_metadata(data)
+    if "path" not in meta.fields and "photo_id" not in meta.fields:
+        raise SchemaError(
+            f"{data}: no image column: need a path column ('path', 'file', 'filepath', "
+            "'image_path'...) or 'photo_id' with --images DIR",
+            hint=f"columns found: {', '.join(meta.columns)}",
+        )
+    img_dir = Path(images) if images else None
+    if img_dir is not None and not img_dir.is_dir():
+        raise InputError(f"{img_dir}: no such image folder", hint="check the --images path")
+    if img_dir is None and "path" not in meta.fields:
+        raise UsageError(
+            f"{data}: images are named by photo id; say where they are",
+            hint="add --images DIR (the folder holding {photo_id}.jpg files)",
+        )
+    rows = []
+    for rec in meta.records:
+        key = rec.path or rec.photo_id or f"row{rec.row}"
+        cands = _image_candidates(rec.path, rec.photo_id, img_dir, data.parent)
+        rows.append(TableRow(key=key, candidates=cands, taxon=rec.taxon))
+    return rows
+
+
+def _decode(data: bytes, source: str, preprocess: Any, draft: int) -> tuple[Any, str]:
+    from biotrove_cli.core.data.images import ImageError, decode
+
+    try:
+        img = decode(data, source=source, draft=(draft, draft)).image
+        return preprocess(img), ""
+    except ImageError as exc:
+        return None, exc.reason
+    except (OSError, ValueError, RuntimeError):  # a transform that chokes on an image
+        return None, "corrupt"
+
+
+def load_file(candidates: Sequence[str], preprocess: Any, draft: int) -> tuple[Any, str]:
+    """The first existing candidate, decoded and preprocessed; (None, reason) when it fails."""
+    from biotrove_cli.core.data.images import ImageError, read_bytes
+
+    if not candidates:
+        return None, "missing"
+    for cand in candidates:
+        try:
+            data = read_bytes(cand)
+        except ImageError as exc:
+            if exc.reason == "missing" and cand != candidates[-1]:
+                continue
+            return None, exc.reason
+        return _decode(data, cand, preprocess, draft)
+    return None, "missing"  # pragma: no cover - the loop returns
+
+
+class TableDataset:
+    """Map-style dataset over table rows (a torch Dataset by duck typing)."""
+
+    def __init__(self, rows: list[TableRow], preprocess: Any, draft: int):
+        self.rows = rows
+        self.preprocess = preprocess
+        self.draft = draft
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        row = self.rows[i]
+        image, reason = load_file(row.candidates, self.preprocess, self.draft)
+        return {"key": row.key, "taxon": row.taxon, "image": image, "error": reason}
+
+
+class ShardDataset(IterableDataset):
+    """Samples of shards, split across distributed ranks and DataLoader workers.
+
+    With at least as many shards as (ranks x workers), each reader takes whole shards; with
+    fewer, every reader walks all shards and keeps every n-th sample, so no core sits idle.
+    """
+
+    def __init__(
+        self,
+        shards: list[Path],
+        preprocess: Any,
+        draft: int,
+        rank: int = 0,
+        world: int = 1,
+        limit: int | None = None,
+    ):
+        super().__init__()
+        self.shards = list(shards)
+        self.preprocess = preprocess
+        self.draft = draft
+        self.rank = rank
+        self.world = world
+        self.limit = limit
+
+    @staticmethod
+    def _worker() -> tuple[int, int]:
+        from torch.utils.data import get_worker_info
+
+        info = get_worker_info()
+        return (info.id, info.num_workers) if info is not None else (0, 1)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        wid, nw = self._worker()
+        me, total = self.rank * nw + wid, self.world * nw
+        whole = len(self.shards) >= total
+        shards = self.shards[me::total] if whole else self.shards
+        yielded = 0
+        index = -1  # sample index across all shards (used when readers share shards)
+        for shard in shards:
+            errors: list[str] = []
+            for sample in iter_tar(shard, errors=errors):
+                index += 1
+                if not whole:
+                    # sample i belongs to rank i % world; within the rank, to worker j % nw
+                    if index % self.world != self.rank:
+                        continue
+                    local = index // self.world
+                    if self.limit is not None and local >= self.limit:
+                        return
+                    if local % nw != wid:
+                        continue
+                elif self.limit is not None and yielded >= self.limit:
+                    return
+                yielded += 1
+                yield self._item(shard, sample)
+            if whole or me == 0:  # a shard every reader walks is reported once
+                for e in errors:
+                    yield {"key": e, "taxon": EMPTY_TAXON, "image": None, "error": "bad_shard"}
+
+    def _item(self, shard: Path, sample: dict[str, Any]) -> dict[str, Any]:
+        key = sample["__key__"]
+        taxon = taxon_from_meta(sample_meta(sample))
+        data = sample_image_bytes(sample)
+        if data is None:
+            return {"key": key, "taxon": taxon, "image": None, "error": "missing"}
+        image, reason = _decode(data, f"{shard.name}:{key}", self.preprocess, self.draft)
+        return {"key": key, "taxon": taxon, "image": image, "error": reason}
+
+
+EMPTY_TAXON = Taxon(names=("", "", "", "", "", "", ""))
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack the decoded images; keep the failures aside with their reason."""
+    import torch
+
+    ok = [it for it in items if it["image"] is not None]
+    return {
+        "images": torch.stack([it["image"] for it in ok]) if ok else None,
+        "taxa": [it["taxon"] for it in ok],
+        "keys": [it["key"] for it in ok],
+        "bad": [(it["key"], it["error"]) for it in items if it["image"] is None],
+        "ok_flags": [it["image"] is not None for it in items],
+        "n": len(items),
+    }
+
+
+def trim(batch: dict[str, Any], take: int) -> dict[str, Any]:
+    """The first ``take`` items of a collated batch, in their original order."""
+    if take >= batch["n"]:
+        return batch
+    flags = batch["ok_flags"][:take]
+    n_ok = sum(flags)
+    n_bad = take - n_ok
+    images = batch["images"]
+    return {
+        "images": images[:n_ok] if images is not None and n_ok else None,
+        "taxa": batch["taxa"][:n_ok],
+        "keys": batch["keys"][:n_ok],
+        "bad": batch["bad"][:n_bad],
+        "ok_flags": flags,
+        "n": take,
+    }
+
+
+@dataclass
+class Dataset:
+    """What to evaluate: its kind, its items, its label bank."""
+
+    kind: str  # "shards" | "table"
+    source: str
+    bank: LabelBank
+    shards: list[Path] = field(default_factory=list)
+    rows: list[TableRow] = field(default_factory=list)
+    total: int | None = None
+    split: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"data": self.source, "kind": self.kind, "n_samples": self.total}
+        if self.kind == "shards":
+            out["split"] = self.split
+            out["n_shards"] = len(self.shards)
+        return out
+
+
+def _is_table(path: Path) -> bool:
+    from biotrove_cli.core.taxonomy.readers import table_suffix
+
+    return path.is_file() and table_suffix(path) in TABLE_SUFFIXES
+
+
+def open_dataset(cfg: EvalConfig) -> Dataset:
+    """Resolve ``--data`` and the label bank; fail early with a clear message."""
+    from biotrove_cli.core.data import shards as sh
+
+    data = Path(cfg.data)
+    bank: LabelBank | None = LabelBank.load(cfg.labels) if cfg.labels else None
+    if bank is not None and bank.is_custom:
+        raise UsageError(
+            f"{cfg.labels}: a plain list of names has no lineage to score ranks against",
+            hint="eval needs a label table with lineage columns (or leave --labels out to use "
+            "the dataset's own species)",
+        )
+    if _is_table(data):
+        rows = read_table_rows(data, cfg.images)
+        if not rows:
+            raise InputError(f"{data}: the table has no rows", hint="nothing to evaluate")
+        if bank is None:
+            bank = LabelBank.from_taxa([r.taxon for r in rows], source=str(data))
+            if not bank.taxa:
+                raise InputError(
+                    f"{data}: no row names a species, so there are no classes to score",
+                    hint="the table needs lineage columns (genus + species, or a scientific "
+                    "name), or pass --labels FILE",
+                )
+        total = len(rows) if cfg.limit is None else min(len(rows), cfg.limit)
+        return Dataset("table", str(data), bank, rows=rows, total=total)
+    if data.is_file() and data.suffix.lower() not in (".tar",):
+        raise InputError(
+            f"{data}: not a shard (.tar) or a metadata table",
+            hint="pass a shard folder, a .tar or brace pattern, or a CSV/Parquet table",
+        )
+    shards = sh.resolve_shards(cfg.data, split=cfg.split)
+    if bank is None:
+        root = sh.dataset_root(shards)
+        if root is None:
+            raise InputError(
+                f"{cfg.data}: the shards have no taxonomy.parquet beside them, so the label "
+                "bank is unknown",
+                hint="pass --labels FILE (a metadata table with lineage)",
+            )
+        bank = LabelBank.load(root / sh.TAXONOMY)
+        split = shards[0].parent.name
+        # the classes of a split are the species it holds (when the counts say so)
+        if bank.counts and any(split in c for c in bank.counts.values()):
+            kept = [t for t in bank.taxa if bank.counts.get(t.species_key, {}).get(split, 0) > 0]
+            if kept:
+                bank = LabelBank(taxa=kept, source=f"{root / sh.TAXONOMY} ({split} species)")
+    total = sh.count_samples(shards)
+    if cfg.limit is not None:
+        total = cfg.limit if total is None else min(total, cfg.limit)
+    return Dataset(
+        "shards", str(cfg.data), bank, shards=shards, total=total, split=shards[0].parent.name
+    )
+
+
+def make_loader(
+    ds: Dataset,
+    preprocess: Any,
+    image_size: int,
+    batch_size: int,
+    workers: int,
+    rank: int = 0,
+    world: int = 1,
+    limit: int | None = None,
+    pin_memory: bool = False,
+):
+    from torch.utils.data import DataLoader
+
+    kwargs: dict[str, Any] = {
+        "batch_size": batch_size,
+        "num_workers": workers,
+        "collate_fn": collate,
+        "pin_memory": pin_memory,
+    }
+    if workers > 0:
+        kwargs["prefetch_factor"] = 4
+    if ds.kind == "table":
+        rows = ds.rows[:limit] if limit is not None else ds.rows
+        dataset: Any = TableDataset(rows[rank::world], preprocess, image_size)
+        return DataLoader(dataset, shuffle=False, **kwargs)
+    per_rank = None if limit is None else share(limit, rank, world)
+    dataset = ShardDataset(ds.shards, preprocess, image_size, rank, world, per_rank)
+    return DataLoader(dataset, **kwargs)
+
+
+def share(n: int, rank: int, world: int) -> int:
+    """This rank's part of ``n`` items dealt round-robin over ``world`` ranks."""
+    return n // world + (1 if rank < n % world else 0)
