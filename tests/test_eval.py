@@ -696,7 +696,7 @@ def test_a_truncated_shard_is_counted_once_not_fatal(tmp_path, small_world, tiny
 def test_auto_workers(monkeypatch, workers, device, params, cores, expected):
     import torch
 
-    from biotrove_cli.core.evaluation.zeroshot import cpu_threads, resolve_workers
+    from biotrove_cli.core.runtime import cpu_threads, resolve_workers
 
     monkeypatch.setattr("os.cpu_count", lambda: cores)
     got = resolve_workers(workers, device, params)

@@ -148,6 +148,7 @@ def classify_cmd(
         STREAM_FORMATS,
         TABLE_COLUMNS,
     )
+    from biotrove_cli.core.fmt import plural
     from biotrove_cli.core.runtime import resolve_device
     from biotrove_cli.output import progress
     from biotrove_cli.output.render import RecordSink, resolve_format
@@ -185,12 +186,12 @@ def classify_cmd(
     s = job.summary
     level, kind = ("label", "labels") if job.clf.is_custom else (cfg.rank.value, "species")
     console.step(
-        f"classifying {_n(len(job.files), 'image')} at {level} level over {s.n_labels} {kind} "
+        f"classifying {plural(len(job.files), 'image')} at {level} level over {s.n_labels} {kind} "
         f"({s.model.get('arch')}, {cfg.device}, {s.model.get('precision')}, class texts "
         f"{'from the cache' if s.text_cached else 'encoded'})"
     )
     if s.n_skipped:
-        console.info(f"resuming: {_n(s.n_skipped, 'image')} already in {output}")
+        console.info(f"resuming: {plural(s.n_skipped, 'image')} already in {output}")
     sink = RecordSink(
         fmt,
         output,
@@ -221,11 +222,7 @@ def classify_cmd(
             + ")"
         )
     console.info(
-        f"classified {_n(s.n_classified, 'image')} in {s.seconds:.1f} s{rate}{errors}"
+        f"classified {plural(s.n_classified, 'image')} in {s.seconds:.1f} s{rate}{errors}"
         + (f"; {s.n_skipped} already done" if s.n_skipped else "")
         + (f"; wrote {output}" if to_file else "")
     )
-
-
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}" + ("" if count == 1 else "s")

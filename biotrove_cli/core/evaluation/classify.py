@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,15 +36,12 @@ from biotrove_cli.core.evaluation.zeroshot import (
     TextSettings,
     ZeroShotClassifier,
     build_classifier,
-    cpu_threads,
-    resolve_workers,
 )
+from biotrove_cli.core.runtime import ProgressFn, cpu_threads, resolve_workers
 from biotrove_cli.core.taxonomy.labelbank import LabelBank
 from biotrove_cli.core.taxonomy.rank import RANKS, Rank
 
 log = logging.getLogger("biotrove")
-
-ProgressFn = Callable[[int, int], None]
 
 
 @dataclass
@@ -63,7 +60,7 @@ class ClassifyConfig:
     batch_size: int = 32
     device: str = "cpu"
     precision: str = "auto"
-    workers: int | None = None  # None: auto (see zeroshot.resolve_workers)
+    workers: int | None = None  # None: auto (see runtime.resolve_workers)
     # None: the bundle's own (what its precomputed class embeddings encode), else the defaults
     text_type: str | None = None
     templates: str | None = None
@@ -123,24 +120,6 @@ def choose_bank(cfg: ClassifyConfig, model_bank: LabelBank | None, given: LabelB
 
 
 # -- the job --------------------------------------------------------------------------------------
-class FileDataset:
-    """Map-style dataset: file path -> (preprocessed image | None, reason)."""
-
-    def __init__(self, files: list[str], preprocess: Any, draft: int):
-        self.files = files
-        self.preprocess = preprocess
-        self.draft = draft
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        from biotrove_cli.core.evaluation.data import load_file
-
-        image, reason = load_file((self.files[i],), self.preprocess, self.draft)
-        return {"key": self.files[i], "image": image, "error": reason, "taxon": None}
-
-
 @dataclass
 class ClassifySummary:
     n_inputs: int = 0
@@ -264,9 +243,7 @@ class ClassifyJob:
 
     def run(self, progress: ProgressFn | None = None) -> Iterator[list[dict[str, Any]]]:
         """Classify every file; yields each batch's records, in input order."""
-        from torch.utils.data import DataLoader
-
-        from biotrove_cli.core.evaluation.data import collate
+        from biotrove_cli.core.evaluation.data import FileDataset, image_loader
 
         cfg = self.cfg
         if cfg.output and not cfg.resume and cfg.output_format in STREAM_FORMATS:
@@ -281,13 +258,11 @@ class ClassifyJob:
         if not self.files:
             return
         workers = resolve_workers(cfg.workers, self.encoder.device, self.encoder.params)
-        loader = DataLoader(
+        loader = image_loader(
             FileDataset(self.files, self.loaded.preprocess, self.loaded.image_size),
-            batch_size=cfg.batch_size,
-            num_workers=workers,
-            collate_fn=collate,
+            cfg.batch_size,
+            workers,
             pin_memory=self.encoder.cuda,
-            **({"prefetch_factor": 4} if workers > 0 else {}),
         )
         t0 = time.perf_counter()
         try:

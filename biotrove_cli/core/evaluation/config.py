@@ -26,7 +26,7 @@ class EvalConfig:
     batch_size: int = 64
     device: str = "cpu"
     precision: str = "auto"
-    workers: int | None = None  # None: auto (see zeroshot.resolve_workers)
+    workers: int | None = None  # None: auto (see runtime.resolve_workers)
     limit: int | None = None
     use_cache: bool = True
     per_class: str | None = None

@@ -27,10 +27,13 @@ from biotrove_cli.core.data.shards import (
 )
 from biotrove_cli.core.errors import InputError, SchemaError, UsageError
 from biotrove_cli.core.evaluation.config import EvalConfig
+from biotrove_cli.core.layout import TAXONOMY
 from biotrove_cli.core.taxonomy.labelbank import LabelBank
 from biotrove_cli.core.taxonomy.lineage import Taxon
+from biotrove_cli.core.taxonomy.readers import SUPPORTED_SUFFIXES, read_metadata, table_suffix
 
-TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
+# what --data may be as a table: the metadata formats, less a .txt list of names
+TABLE_SUFFIXES = tuple(s for s in SUPPORTED_SUFFIXES if s != ".txt")
 
 
 @dataclass
@@ -66,8 +69,6 @@ def _image_candidates(path: str, photo_id: str, images: Path | None, base: Path)
 
 def read_table_rows(data: Path, images: str | None) -> list[TableRow]:
     """The rows of an eval table: where each image is and its lineage."""
-    from biotrove_cli.core.taxonomy.readers import read_metadata
-
     meta = read_metadata(data)
     if "path" not in meta.fields and "photo_id" not in meta.fields:
         raise SchemaError(
@@ -135,6 +136,22 @@ class TableDataset:
         row = self.rows[i]
         image, reason = load_file(row.candidates, self.preprocess, self.draft)
         return {"key": row.key, "taxon": row.taxon, "image": image, "error": reason}
+
+
+class FileDataset:
+    """Map-style dataset: file path -> (preprocessed image | None, reason) (``classify``)."""
+
+    def __init__(self, files: list[str], preprocess: Any, draft: int):
+        self.files = files
+        self.preprocess = preprocess
+        self.draft = draft
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        image, reason = load_file((self.files[i],), self.preprocess, self.draft)
+        return {"key": self.files[i], "image": image, "error": reason, "taxon": None}
 
 
 class ShardDataset(IterableDataset):
@@ -263,8 +280,6 @@ class Dataset:
 
 
 def _is_table(path: Path) -> bool:
-    from biotrove_cli.core.taxonomy.readers import table_suffix
-
     return path.is_file() and table_suffix(path) in TABLE_SUFFIXES
 
 
@@ -308,13 +323,13 @@ def open_dataset(cfg: EvalConfig) -> Dataset:
                 "bank is unknown",
                 hint="pass --labels FILE (a metadata table with lineage)",
             )
-        bank = LabelBank.load(root / sh.TAXONOMY)
+        bank = LabelBank.load(root / TAXONOMY)
         split = shards[0].parent.name
         # the classes of a split are the species it holds (when the counts say so)
         if bank.counts and any(split in c for c in bank.counts.values()):
             kept = [t for t in bank.taxa if bank.counts.get(t.species_key, {}).get(split, 0) > 0]
             if kept:
-                bank = LabelBank(taxa=kept, source=f"{root / sh.TAXONOMY} ({split} species)")
+                bank = LabelBank(taxa=kept, source=f"{root / TAXONOMY} ({split} species)")
     total = sh.count_samples(shards)
     if cfg.limit is not None:
         total = cfg.limit if total is None else min(total, cfg.limit)
@@ -323,17 +338,9 @@ def open_dataset(cfg: EvalConfig) -> Dataset:
     )
 
 
-def make_loader(
-    ds: Dataset,
-    preprocess: Any,
-    image_size: int,
-    batch_size: int,
-    workers: int,
-    rank: int = 0,
-    world: int = 1,
-    limit: int | None = None,
-    pin_memory: bool = False,
-):
+def image_loader(dataset: Any, batch_size: int, workers: int, pin_memory: bool = False) -> Any:
+    """A DataLoader over a dataset of decoded images, batched by :func:`collate` (eval and
+    classify): ``workers`` processes decode, each a few batches ahead."""
     from torch.utils.data import DataLoader
 
     kwargs: dict[str, Any] = {
@@ -344,13 +351,28 @@ def make_loader(
     }
     if workers > 0:
         kwargs["prefetch_factor"] = 4
+    return DataLoader(dataset, **kwargs)
+
+
+def eval_loader(
+    ds: Dataset,
+    preprocess: Any,
+    image_size: int,
+    batch_size: int,
+    workers: int,
+    rank: int = 0,
+    world: int = 1,
+    limit: int | None = None,
+    pin_memory: bool = False,
+) -> Any:
+    """The image batches of this rank's share of an eval dataset (its first ``limit`` samples)."""
     if ds.kind == "table":
         rows = ds.rows[:limit] if limit is not None else ds.rows
         dataset: Any = TableDataset(rows[rank::world], preprocess, image_size)
-        return DataLoader(dataset, shuffle=False, **kwargs)
-    per_rank = None if limit is None else share(limit, rank, world)
-    dataset = ShardDataset(ds.shards, preprocess, image_size, rank, world, per_rank)
-    return DataLoader(dataset, **kwargs)
+    else:
+        per_rank = None if limit is None else share(limit, rank, world)
+        dataset = ShardDataset(ds.shards, preprocess, image_size, rank, world, per_rank)
+    return image_loader(dataset, batch_size, workers, pin_memory)
 
 
 def share(n: int, rank: int, world: int) -> int:

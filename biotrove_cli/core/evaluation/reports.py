@@ -11,6 +11,7 @@ from typing import Any
 from biotrove_cli.core.errors import UsageError
 from biotrove_cli.core.evaluation.config import EvalConfig
 from biotrove_cli.core.evaluation.scoring import ModelTally
+from biotrove_cli.core.fmt import plural
 from biotrove_cli.core.taxonomy.labelbank import LabelBank
 from biotrove_cli.core.taxonomy.rank import Rank
 
@@ -37,10 +38,6 @@ def build_records(models: list[ModelTally], cfg: EvalConfig) -> list[dict[str, A
     return records
 
 
-def _images(n: int) -> str:
-    return f"{n} image" + ("" if n == 1 else "s")
-
-
 def build_notes(models: list[ModelTally], cfg: EvalConfig) -> list[str]:
     """Plain sentences about excluded rows, for stderr."""
     notes: list[str] = []
@@ -52,19 +49,20 @@ def build_notes(models: list[ModelTally], cfg: EvalConfig) -> list[str]:
         t = m.tallies[(mode, rank)]
         if t.n_blank:
             notes.append(
-                f"{_images(t.n_blank)} without a {rank.value} left out of the {rank.value} metrics"
+                f"{plural(t.n_blank, 'image')} without a {rank.value} left out of the "
+                f"{rank.value} metrics"
             )
         if t.n_not_in_bank:
             ex = ", ".join(t.not_in_bank_examples)
             notes.append(
-                f"{_images(t.n_not_in_bank)} with a {rank.value} the label bank lacks "
+                f"{plural(t.n_not_in_bank, 'image')} with a {rank.value} the label bank lacks "
                 f"(e.g. {ex}) left out of the {rank.value} metrics"
             )
     bad = sum(m.unreadable.values())
     if bad:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(m.unreadable.items()))
         ex = "; ".join(m.unreadable_examples[:3])
-        notes.append(f"{_images(bad)} unreadable, skipped ({reasons}; e.g. {ex})")
+        notes.append(f"{plural(bad, 'image')} unreadable, skipped ({reasons}; e.g. {ex})")
     return notes
 
 

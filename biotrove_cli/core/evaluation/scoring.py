@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from biotrove_cli.core.evaluation.config import EvalConfig
-from biotrove_cli.core.evaluation.data import Dataset, make_loader, share, trim
+from biotrove_cli.core.evaluation.data import Dataset, eval_loader, share, trim
 from biotrove_cli.core.evaluation.metrics import TOPK, RankTally, SeverityTally
 from biotrove_cli.core.evaluation.zeroshot import (
     ImageEncoder,
@@ -22,9 +22,8 @@ from biotrove_cli.core.evaluation.zeroshot import (
     TextSettings,
     ZeroShotClassifier,
     build_classifier,
-    cpu_threads,
-    resolve_workers,
 )
+from biotrove_cli.core.runtime import cpu_threads, resolve_workers
 from biotrove_cli.core.taxonomy.labelbank import LabelBank
 from biotrove_cli.core.taxonomy.lineage import Taxon
 from biotrove_cli.core.taxonomy.rank import RANKS, Rank
@@ -163,7 +162,7 @@ def score_model(
     s2c = {r: np.asarray(ds.bank.classes(r).species_to_class, dtype=np.int64) for r in RANKS}
     truth_of = TruthIndex(ds.bank, ranks)
     workers = resolve_workers(cfg.workers, encoder.device, encoder.params)
-    loader = make_loader(
+    loader = eval_loader(
         ds,
         loaded.preprocess,
         loaded.image_size,

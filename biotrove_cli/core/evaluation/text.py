@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from biotrove_cli.core.models import registry
+from biotrove_cli.core.runtime import ProgressFn
 from biotrove_cli.core.taxonomy.captions import caption_body, check_text_type
 from biotrove_cli.core.taxonomy.labelbank import LabelBank
 from biotrove_cli.core.taxonomy.rank import Rank
@@ -132,7 +133,7 @@ def encode_prompts(
     loaded: Any,
     prompts: list[list[str]],
     batch_size: int = 256,
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressFn | None = None,
     trim: bool = False,
 ) -> Any:
     """Encode every class's prompts; returns a float32 CPU tensor [classes, dim], unit rows.
@@ -190,7 +191,7 @@ def class_embeddings(
     *,
     use_cache: bool = True,
     batch_size: int = 256,
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressFn | None = None,
     trim: bool = True,
 ) -> tuple[Any, bool]:
     """Class embeddings for the prompts, from the cache when possible.

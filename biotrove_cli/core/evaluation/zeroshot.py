@@ -16,11 +16,9 @@ of the image tower, which is several times faster on CPUs with AMX; bf16 autocas
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -28,13 +26,13 @@ from typing import Any
 from biotrove_cli.core.errors import UsageError
 from biotrove_cli.core.evaluation.templates import load_templates
 from biotrove_cli.core.evaluation.text import class_embeddings, class_prompts
+from biotrove_cli.core.runtime import ProgressFn, resolve_precision
 from biotrove_cli.core.taxonomy.captions import check_text_type
 from biotrove_cli.core.taxonomy.labelbank import LabelBank
 from biotrove_cli.core.taxonomy.rank import RANKS, Rank
 
 DEFAULT_TEXT_TYPE = "taxon_com"
 DEFAULT_TEMPLATES = "simple"
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 class Mode(str, Enum):
@@ -72,58 +70,6 @@ class TextSettings:
     def from_spec(cls, text_type: str, templates: str) -> TextSettings:
         name, temps = load_templates(templates)
         return cls(text_type=check_text_type(text_type), templates_name=name, templates=temps)
-
-
-def resolve_precision(precision: str, device: Any) -> str:
-    """``auto`` -> bf16 on CUDA, fp32 on CPU (bf16 autocast on CPU is slow; pure bf16 is opt-in)."""
-    precision = (precision or "auto").lower()
-    if precision not in PRECISIONS:
-        raise UsageError(f"unknown precision {precision!r}", hint="use auto, fp32 or bf16")
-    if precision == "auto":
-        return "bf16" if getattr(device, "type", str(device)).startswith("cuda") else "fp32"
-    return precision
-
-
-SMALL_TOWER = 20_000_000  # image-tower parameters below which decoding is the bottleneck
-
-
-def resolve_workers(workers: int | None, device: Any, image_tower_params: int | None = None) -> int:
-    """Decoding worker processes: as given, or ``auto`` (None).
-
-    On CUDA the GPU outpaces decoding, so all cores but one decode. On a CPU the decoders
-    compete with the image tower for the same cores: a large tower (ViT-B and up) is the
-    bottleneck, so a quarter of the cores decode (none on a 2-core machine, where decoding
-    in-process costs a few percent); a small tower encodes faster than JPEGs decode, so half
-    of the cores do (at least one).
-    """
-    if workers is not None:
-        return max(0, int(workers))
-    cores = os.cpu_count() or 1
-    if str(getattr(device, "type", device)).startswith("cuda"):
-        return max(1, min(16, cores - 1))
-    if image_tower_params is not None and image_tower_params < SMALL_TOWER:
-        return max(1, cores // 2)
-    return cores // 4
-
-
-@contextlib.contextmanager
-def cpu_threads(workers: int, device: Any) -> Iterator[None]:
-    """While ``workers`` decode on the CPU, keep the model's intra-op threads to the other
-    cores. Oversubscribed OpenMP threads stall at every operator's barrier (milliseconds each,
-    a hundredfold slowdown for a small model); the setting is restored afterwards."""
-    import torch
-
-    on_cpu = not str(getattr(device, "type", device)).startswith("cuda")
-    old = torch.get_num_threads()
-    new = max(1, (os.cpu_count() or 1) - workers)
-    if on_cpu and workers > 0 and new < old:
-        torch.set_num_threads(new)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(old)
-    else:
-        yield
 
 
 class ImageEncoder:
@@ -251,7 +197,7 @@ def build_classifier(
     text: TextSettings | None = None,
     use_cache: bool = True,
     embed_bank: LabelBank | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressFn | None = None,
     batch_size: int = 256,
 ) -> ZeroShotClassifier:
     """Encode (or fetch from the cache) every class text the ranks and modes need.
