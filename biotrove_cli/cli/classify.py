@@ -19,12 +19,13 @@ from biotrove_cli.cli.options import (
     PrecisionOpt,
     RankChoice,
 )
-from biotrove_cli.output import console
 from biotrove_cli.output.render import Format
 
 LABELS = "Labels"
 
 
+# long only by its option declarations (Typer reads them from the signature); the body is
+# flags -> ClassifyConfig -> prepare_classify -> write_predictions
 def classify_cmd(
     paths: Annotated[
         list[str],
@@ -142,16 +143,11 @@ def classify_cmd(
 
       biotrove classify photos/ -m model/ --within Aves --min-confidence 0.8
     """
+    from biotrove_cli.core.errors import UsageError
     from biotrove_cli.core.evaluation.classify import ClassifyConfig, prepare_classify
-    from biotrove_cli.core.evaluation.classify_records import (
-        COLUMNS,
-        STREAM_FORMATS,
-        TABLE_COLUMNS,
-    )
-    from biotrove_cli.core.fmt import plural
     from biotrove_cli.core.runtime import resolve_device
-    from biotrove_cli.output import progress
-    from biotrove_cli.output.render import RecordSink, resolve_format
+    from biotrove_cli.output.predictions import write_predictions
+    from biotrove_cli.output.render import resolve_format
 
     fmt = resolve_format(format, output)
     to_file = output is not None and output != "-"
@@ -179,50 +175,6 @@ def classify_cmd(
         arch=arch,
     )
     if resume and not to_file:
-        from biotrove_cli.core.errors import UsageError
-
         raise UsageError("--resume needs -o FILE", hint="the file the interrupted run wrote")
     job = prepare_classify(cfg, stdin=sys.stdin if "-" in paths else None)
-    s = job.summary
-    level, kind = ("label", "labels") if job.clf.is_custom else (cfg.rank.value, "species")
-    console.step(
-        f"classifying {plural(len(job.files), 'image')} at {level} level over {s.n_labels} {kind} "
-        f"({s.model.get('arch')}, {cfg.device}, {s.model.get('precision')}, class texts "
-        f"{'from the cache' if s.text_cached else 'encoded'})"
-    )
-    if s.n_skipped:
-        console.info(f"resuming: {plural(s.n_skipped, 'image')} already in {output}")
-    sink = RecordSink(
-        fmt,
-        output,
-        columns=COLUMNS,
-        append=to_file and fmt.value in STREAM_FORMATS,
-        title=f"{level} predictions ({model})",
-        # the rank varies per image only with --min-confidence
-        table_columns=(
-            ("path", "rank", *TABLE_COLUMNS[1:]) if min_confidence is not None else TABLE_COLUMNS
-        ),
-    )
-    try:
-        with progress.progress("classify", total=len(job.files), unit="images") as cb, sink:
-            for records in job.run(cb):
-                sink.write_many(records)
-                sink.sync()
-            sink.document = {"summary": s.as_dict()}
-    except KeyboardInterrupt:
-        if to_file and fmt.value in STREAM_FORMATS:
-            console.warn(f"interrupted; rerun the same command with --resume to finish {output}")
-        raise
-    rate = f" ({s.images_per_s:.1f} images/s)" if s.images_per_s else ""
-    errors = ""
-    if s.n_errors:
-        errors = (
-            f"; {s.n_errors} unreadable ("
-            + ", ".join(f"{k} {v}" for k, v in sorted(s.errors.items()))
-            + ")"
-        )
-    console.info(
-        f"classified {plural(s.n_classified, 'image')} in {s.seconds:.1f} s{rate}{errors}"
-        + (f"; {s.n_skipped} already done" if s.n_skipped else "")
-        + (f"; wrote {output}" if to_file else "")
-    )
+    write_predictions(job, fmt, output)

@@ -32,6 +32,8 @@ REPORTS = "Reports"
 WORKER_MODULE = "biotrove_cli.cli.eval"  # this module: what torchrun starts on each rank
 
 
+# long only by its option declarations (Typer reads them from the signature); the body is
+# flags -> EvalConfig -> run_eval -> render_eval
 def eval_cmd(
     model: Annotated[
         list[str],

@@ -23,9 +23,9 @@ from typing import Any
 from biotrove_cli.core.errors import InputError, UsageError
 from biotrove_cli.core.evaluation.classify_inputs import expand_paths
 from biotrove_cli.core.evaluation.classify_records import (
-    COLUMNS,
-    LINEAGE_COLUMNS,
     STREAM_FORMATS,
+    error_row,
+    prediction_row,
     scan_output,
 )
 from biotrove_cli.core.evaluation.zeroshot import (
@@ -122,6 +122,9 @@ def choose_bank(cfg: ClassifyConfig, model_bank: LabelBank | None, given: LabelB
 # -- the job --------------------------------------------------------------------------------------
 @dataclass
 class ClassifySummary:
+    """What a classify run did: counts, time, labels, class texts and model (for stderr and the
+    JSON document)."""
+
     n_inputs: int = 0
     n_skipped: int = 0  # already in the output (--resume)
     n_classified: int = 0
@@ -136,10 +139,12 @@ class ClassifySummary:
 
     @property
     def images_per_s(self) -> float | None:
+        """Images (classified or not) per second of the image pass."""
         n = self.n_classified + self.n_errors
         return n / self.seconds if self.seconds > 0 else None
 
     def as_dict(self) -> dict[str, Any]:
+        """Plain JSON values."""
         return {
             "n_inputs": self.n_inputs,
             "n_skipped": self.n_skipped,
@@ -176,34 +181,6 @@ class ClassifyJob:
         self.summary = summary
         self.bank = clf.bank
 
-    # rows ---------------------------------------------------------------------------------
-    def _row(self, path: str, rank: Rank | None, pred: int | None, cls: int, score: float):
-        row: dict[str, Any] = {"path": path, "rank": "", "prediction": pred, "name": ""}
-        row["common_name"] = ""
-        for col in LINEAGE_COLUMNS:
-            row[col] = ""
-        if rank is None:  # custom labels
-            row["rank"] = "label"
-            row["name"] = self.bank.custom_labels[cls]
-        else:
-            rc = self.bank.classes(rank)
-            rep = rc.taxa[cls]
-            row["rank"] = rank.value
-            row["name"] = rc.names[cls]
-            for r in RANKS[: rank.index + 1]:
-                row[r.value] = rep.name_at(r)
-            if rank is Rank.SPECIES:
-                row["common_name"] = rep.common_name
-        row["score"] = round(float(score), 6)
-        row["error"] = ""
-        return row
-
-    def _error_row(self, path: str, reason: str) -> dict[str, Any]:
-        row: dict[str, Any] = {c: "" for c in COLUMNS}
-        row.update({"path": path, "rank": self.cfg.rank.value, "prediction": None, "score": None})
-        row["error"] = reason
-        return row
-
     def _predict(self, feats: Any, paths: list[str]) -> list[list[dict[str, Any]]]:
         """Rows per image for a batch of features."""
         cfg = self.cfg
@@ -214,7 +191,10 @@ class ClassifyJob:
             k = min(cfg.k, sp.shape[1])
             vals, idx = (t.cpu().tolist() for t in sp.topk(k, dim=1))
             for i, path in enumerate(paths):
-                out[i] = [self._row(path, None, j + 1, idx[i][j], vals[i][j]) for j in range(k)]
+                out[i] = [
+                    prediction_row(self.bank, path, None, j + 1, idx[i][j], vals[i][j])
+                    for j in range(k)
+                ]
             return out
         if cfg.min_confidence is not None:
             ranks = [r for r in reversed(RANKS) if r <= cfg.rank]
@@ -226,11 +206,10 @@ class ClassifyJob:
                 for r in ranks:
                     v, ix = best[r][0][i], best[r][1][i]
                     if v >= cfg.min_confidence:
-                        out[i] = [self._row(path, r, 1, ix, v)]
+                        out[i] = [prediction_row(self.bank, path, r, 1, ix, v)]
                         break
                 else:
-                    row = self._error_row(path, "")
-                    row["rank"] = "none"
+                    row = error_row(path, "none", "")  # no rank reaches the threshold
                     row["score"] = round(best[Rank.KINGDOM][0][i], 6)
                     out[i] = [row]
             return out
@@ -238,7 +217,10 @@ class ClassifyJob:
         k = min(cfg.k, probs.shape[1])
         vals, idx = (t.cpu().tolist() for t in probs.topk(k, dim=1))
         for i, path in enumerate(paths):
-            out[i] = [self._row(path, cfg.rank, j + 1, idx[i][j], vals[i][j]) for j in range(k)]
+            out[i] = [
+                prediction_row(self.bank, path, cfg.rank, j + 1, idx[i][j], vals[i][j])
+                for j in range(k)
+            ]
         return out
 
     def run(self, progress: ProgressFn | None = None) -> Iterator[list[dict[str, Any]]]:
@@ -303,7 +285,7 @@ class ClassifyJob:
                 log.warning("%s: skipped, %s", path, _REASONS.get(reason, reason))
                 self.summary.n_errors += 1
                 self.summary.errors[reason] += 1
-                records.append(self._error_row(path, reason))
+                records.append(error_row(path, cfg.rank.value, reason))
             done += batch["n"]
             self.summary.seconds = time.perf_counter() - t0
             yield records

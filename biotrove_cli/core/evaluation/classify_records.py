@@ -1,4 +1,5 @@
-"""The records ``biotrove classify`` writes, and resuming into an earlier output file.
+"""The records ``biotrove classify`` writes (columns and rows), and resuming into an earlier
+output file.
 
 Resume: with an output file, :func:`scan_output` repairs a torn last line, drops the last
 image's rows (they may be incomplete) and returns the paths already done, so a rerun appends
@@ -11,9 +12,11 @@ import csv
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from biotrove_cli.core.errors import InputError, UsageError
-from biotrove_cli.core.taxonomy.rank import RANKS
+from biotrove_cli.core.taxonomy.labelbank import LabelBank
+from biotrove_cli.core.taxonomy.rank import RANKS, Rank
 
 LINEAGE_COLUMNS = tuple(r.value for r in RANKS)
 COLUMNS = (
@@ -28,6 +31,41 @@ COLUMNS = (
 )
 TABLE_COLUMNS = ("path", "prediction", "name", "common_name", "score", "error")
 STREAM_FORMATS = ("csv", "jsonl")
+
+
+# -- rows -----------------------------------------------------------------------------------------
+def prediction_row(
+    bank: LabelBank, path: str, rank: Rank | None, pred: int | None, cls: int, score: float
+) -> dict[str, Any]:
+    """One prediction: class ``cls`` of ``bank`` at ``rank`` (None: custom labels), its lineage
+    down to that rank, and its probability."""
+    row: dict[str, Any] = {"path": path, "rank": "", "prediction": pred, "name": ""}
+    row["common_name"] = ""
+    for col in LINEAGE_COLUMNS:
+        row[col] = ""
+    if rank is None:  # custom labels
+        row["rank"] = "label"
+        row["name"] = bank.custom_labels[cls]
+    else:
+        rc = bank.classes(rank)
+        rep = rc.taxa[cls]
+        row["rank"] = rank.value
+        row["name"] = rc.names[cls]
+        for r in RANKS[: rank.index + 1]:
+            row[r.value] = rep.name_at(r)
+        if rank is Rank.SPECIES:
+            row["common_name"] = rep.common_name
+    row["score"] = round(float(score), 6)
+    row["error"] = ""
+    return row
+
+
+def error_row(path: str, rank: str, reason: str) -> dict[str, Any]:
+    """The row of an image that was not classified, with the reason."""
+    row: dict[str, Any] = {c: "" for c in COLUMNS}
+    row.update({"path": path, "rank": rank, "prediction": None, "score": None})
+    row["error"] = reason
+    return row
 
 
 # -- resume -------------------------------------------------------------------------------------

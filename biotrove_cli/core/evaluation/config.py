@@ -46,6 +46,7 @@ class EvalConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EvalConfig:
+        """The config :meth:`to_dict` wrote."""
         data = dict(data)
         data["ranks"] = [Rank.parse(r) for r in data.get("ranks", [])]
         data["modes"] = [Mode(m) for m in data.get("modes", [])]

@@ -38,6 +38,8 @@ TABLE_SUFFIXES = tuple(s for s in SUPPORTED_SUFFIXES if s != ".txt")
 
 @dataclass
 class TableRow:
+    """One row of an eval table: its key, where its image may be, its lineage."""
+
     key: str
     candidates: tuple[str, ...]  # image files to try, in order
     taxon: Taxon
@@ -272,6 +274,7 @@ class Dataset:
     split: str | None = None
 
     def describe(self) -> dict[str, Any]:
+        """The data's part of the result document."""
         out: dict[str, Any] = {"data": self.source, "kind": self.kind, "n_samples": self.total}
         if self.kind == "shards":
             out["split"] = self.split

@@ -1,28 +1,36 @@
 """What ``biotrove eval`` reports: one record per model x mode x rank, notes about the rows
-left out, and the optional files (per-class CSV, confusion CSV, accuracy plot)."""
+left out, the document around them, and the optional files (per-class CSV, confusion CSV,
+accuracy plot)."""
 
 from __future__ import annotations
 
 import csv
 import io
 import math
+from pathlib import Path
 from typing import Any
 
+from biotrove_cli import __version__
 from biotrove_cli.core.errors import UsageError
 from biotrove_cli.core.evaluation.config import EvalConfig
+from biotrove_cli.core.evaluation.data import Dataset
+from biotrove_cli.core.evaluation.metrics import CI_METHOD
 from biotrove_cli.core.evaluation.scoring import ModelTally
+from biotrove_cli.core.evaluation.zeroshot import TextSettings
 from biotrove_cli.core.fmt import plural
 from biotrove_cli.core.taxonomy.labelbank import LabelBank
 from biotrove_cli.core.taxonomy.rank import Rank
 
 
 def round_value(v: Any) -> Any:
+    """Floats to 6 decimals (NaN stays NaN); anything else as it is."""
     if isinstance(v, float) and not math.isnan(v):
         return round(v, 6)
     return v
 
 
 def build_records(models: list[ModelTally], cfg: EvalConfig) -> list[dict[str, Any]]:
+    """One flat record per model x mode x rank: metrics with CIs (and severity at species)."""
     records = []
     for m in models:
         for mode in cfg.modes:
@@ -36,6 +44,59 @@ def build_records(models: list[ModelTally], cfg: EvalConfig) -> list[dict[str, A
                     rec.update({k: round_value(v) for k, v in m.severity[mode].metrics().items()})
                 records.append(rec)
     return records
+
+
+def build_document(
+    models: list[ModelTally],
+    ds: Dataset,
+    cfg: EvalConfig,
+    text: TextSettings,
+    world_size: int,
+    seconds: float,
+) -> dict[str, Any]:
+    """What was evaluated and how: the data, labels, settings and each model's facts."""
+    return {
+        "biotrove_version": __version__,
+        **ds.describe(),
+        "labels": {"source": ds.bank.source, "n_species": len(ds.bank)},
+        "ranks": [r.value for r in cfg.ranks],
+        "modes": [m.value for m in cfg.modes],
+        "text_type": text.text_type,
+        "templates": text.templates_name,
+        "n_templates": len(text.templates),
+        "ci": {"level": 0.95, **CI_METHOD},
+        "world_size": world_size,
+        "seconds": seconds,
+        "models": [
+            {
+                "model": m.label,
+                "spec": m.spec,
+                **{k: v for k, v in m.info.items() if k not in ("spec",)},
+                "n_images": m.n_seen,
+                "n_unreadable": sum(m.unreadable.values()),
+                "unreadable": dict(m.unreadable),
+                "timings": m.timings,
+            }
+            for m in models
+        ],
+    }
+
+
+def write_files(
+    models: list[ModelTally], records: list[dict[str, Any]], bank: LabelBank, cfg: EvalConfig
+) -> dict[str, str]:
+    """Write the files the config asks for (per-class, confusion, plot); what -> path."""
+    files: dict[str, str] = {}
+    if cfg.per_class:
+        write_per_class(cfg.per_class, models, bank, cfg)
+        files["per_class"] = cfg.per_class
+    if cfg.confusion is not None:
+        write_confusion(cfg.confusion[1], cfg.confusion[0], models, bank)
+        files["confusion"] = cfg.confusion[1]
+    if cfg.plot:
+        write_plot(cfg.plot, records, cfg, title=f"Zero-shot top-1 by rank: {Path(cfg.data).name}")
+        files["plot"] = cfg.plot
+    return files
 
 
 def build_notes(models: list[ModelTally], cfg: EvalConfig) -> list[str]:
@@ -67,6 +128,7 @@ def build_notes(models: list[ModelTally], cfg: EvalConfig) -> list[str]:
 
 
 def write_per_class(path: str, models: list[ModelTally], bank: LabelBank, cfg: EvalConfig) -> None:
+    """Per-class support, recall (top-1, top-5), predictions and precision, as CSV."""
     from biotrove_cli.core.io import atomic_write_text
 
     cols = [
@@ -130,6 +192,7 @@ def write_confusion(path: str, rank: Rank, models: list[ModelTally], bank: Label
 
 
 def check_plot_available() -> None:
+    """Fail before any work when ``--plot`` cannot be drawn."""
     try:
         import matplotlib  # noqa: F401
     except ImportError as exc:

@@ -46,7 +46,30 @@ class ModelTally:
     info: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
+    @classmethod
+    def for_config(
+        cls, spec: str, label: str, n_classes: dict[Rank, int], cfg: EvalConfig
+    ) -> ModelTally:
+        """Empty tallies for every mode and rank of ``cfg`` (the confusion where it asks)."""
+        tally = cls(spec=spec, label=label)
+        for mode in cfg.modes:
+            for r in cfg.ranks:
+                tally.tallies[(mode, r)] = RankTally(
+                    r,
+                    n_classes[r],
+                    track_confusion=cfg.confusion is not None and cfg.confusion[0] is r,
+                )
+            tally.severity[mode] = SeverityTally()
+        return tally
+
+    def add_unreadable(self, key: str, reason: str) -> None:
+        """Count an image that could not be scored (the first few are kept as examples)."""
+        self.unreadable[reason] += 1
+        if len(self.unreadable_examples) < 5:
+            self.unreadable_examples.append(f"{key} ({reason})")
+
     def merge(self, other: ModelTally) -> None:
+        """Add another process's counts for the same model (see :func:`gather`)."""
         for k, t in other.tallies.items():
             self.tallies[k] += t
         for m, s in other.severity.items():
@@ -150,15 +173,7 @@ def score_model(
     )
     encoder = ImageEncoder(loaded, cfg.precision)
     ranks, modes = list(cfg.ranks), list(cfg.modes)
-    tally = ModelTally(spec=getattr(loaded, "spec", label), label=label)
-    for mode in modes:
-        for r in ranks:
-            tally.tallies[(mode, r)] = RankTally(
-                r,
-                clf.n_classes[r],
-                track_confusion=cfg.confusion is not None and cfg.confusion[0] is r,
-            )
-        tally.severity[mode] = SeverityTally()
+    tally = ModelTally.for_config(getattr(loaded, "spec", label), label, clf.n_classes, cfg)
     s2c = {r: np.asarray(ds.bank.classes(r).species_to_class, dtype=np.int64) for r in RANKS}
     truth_of = TruthIndex(ds.bank, ranks)
     workers = resolve_workers(cfg.workers, encoder.device, encoder.params)
@@ -182,9 +197,7 @@ def score_model(
                 batch = trim(batch, per_rank_limit - done)
             done += batch["n"]
             for key, reason in batch["bad"]:
-                tally.unreadable[reason] += 1
-                if len(tally.unreadable_examples) < 5:
-                    tally.unreadable_examples.append(f"{key} ({reason})")
+                tally.add_unreadable(key, reason)
             if batch["images"] is not None:
                 feats = encoder(batch["images"])
                 truth = np.asarray([truth_of(t) for t in batch["taxa"]], dtype=np.int64)
