@@ -19,12 +19,8 @@ from typing import Any
 
 from torch.utils.data import IterableDataset
 
-from biotrove_cli.core.data.shards import (
-    iter_tar,
-    sample_image_bytes,
-    sample_meta,
-    taxon_from_meta,
-)
+from biotrove_cli.core.data.sample import sample_image_bytes, sample_meta, taxon_from_meta
+from biotrove_cli.core.data.shards import iter_tar
 from biotrove_cli.core.errors import InputError, SchemaError, UsageError
 from biotrove_cli.core.evaluation.config import EvalConfig
 from biotrove_cli.core.layout import TAXONOMY
