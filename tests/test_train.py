@@ -353,7 +353,7 @@ def test_random_text_type_is_the_reference_choice():
 
 
 def test_no_weight_decay_on_gains_biases_and_logit_scale(tiny_model):
-    from biotrove_cli.core.training.loop import param_groups
+    from biotrove_cli.core.training.optim import param_groups
 
     groups = param_groups(tiny_model.model, wd=0.2)
     named = dict(tiny_model.model.named_parameters())

@@ -16,24 +16,33 @@ Reliability:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import random
-import signal
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from biotrove_cli import __version__
 from biotrove_cli.core import config as configlib
-from biotrove_cli.core.errors import InputError, PreemptedError, TrainingError, UsageError
+from biotrove_cli.core.errors import PreemptedError, TrainingError
+from biotrove_cli.core.runtime import resolve_device, resolve_precision
 from biotrove_cli.core.training import run as runlib
-from biotrove_cli.core.training.config import SCHEDULE_KEYS, TrainConfig
+from biotrove_cli.core.training.config import TrainConfig
+from biotrove_cli.core.training.model import autocast_for, build_training_model, image_size
+from biotrove_cli.core.training.model import unwrap as _unwrap
+from biotrove_cli.core.training.optim import make_scheduler, param_groups
+from biotrove_cli.core.training.plan import resolve_data, stream_plan
+from biotrove_cli.core.training.signals import StopSignals
+from biotrove_cli.core.training.state import (
+    find_resume_checkpoint,
+    load_training_state,
+    refuse_to_overwrite,
+    save_training_checkpoint,
+    set_rng_state,
+)
 
 log = logging.getLogger("biotrove")
 
@@ -68,330 +77,6 @@ class Callbacks:
     def on_end(self, result: TrainResult) -> None: ...
 
 
-# -- helpers -------------------------------------------------------------------------------------
-def resolve_device(cfg: TrainConfig, local_rank: int) -> str:
-    import torch
-
-    want = (cfg.device or "auto").lower()
-    if want == "auto":
-        want = "cuda" if torch.cuda.is_available() else "cpu"
-    if want.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UsageError("device=cuda but CUDA is not available", hint="use device=cpu")
-        return f"cuda:{local_rank}" if want == "cuda" else want
-    return want
-
-
-def resolve_precision(cfg: TrainConfig, device: str) -> str:
-    if cfg.precision == "auto":
-        return "amp_bf16" if device.startswith("cuda") else "fp32"
-    if cfg.precision != "fp32" and not device.startswith("cuda"):
-        log.warning(
-            "precision %s on the CPU is very slow here; fp32 is the CPU default "
-            "(set precision=fp32)",
-            cfg.precision,
-        )
-    return cfg.precision
-
-
-def autocast_for(precision: str, device: str):
-    import torch
-
-    if precision == "amp":
-        return lambda: torch.amp.autocast(device_type=device.split(":")[0], dtype=torch.float16)
-    if precision == "amp_bf16":
-        return lambda: torch.amp.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
-    return nullcontext
-
-
-def param_groups(model: Any, wd: float) -> list[dict[str, Any]]:
-    """AdamW groups: no weight decay on gains, biases and the logit scale (open_clip's rule)."""
-
-    def exclude(n: str, p: Any) -> bool:
-        return p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or "logit_scale" in n
-
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    return [
-        {"params": [p for n, p in named if exclude(n, p)], "weight_decay": 0.0},
-        {"params": [p for n, p in named if not exclude(n, p)], "weight_decay": wd},
-    ]
-
-
-def make_scheduler(cfg: TrainConfig, optimizer: Any, total_steps: int) -> Callable[[int], float]:
-    from open_clip_train.scheduler import const_lr, const_lr_cooldown, cosine_lr
-
-    warmup = min(cfg.optim.warmup, max(1, total_steps - 1))
-    if cfg.optim.schedule == "cosine":
-        return cosine_lr(optimizer, cfg.optim.lr, warmup, total_steps)
-    if cfg.optim.schedule == "const":
-        return const_lr(optimizer, cfg.optim.lr, warmup, total_steps)
-    cooldown = max(1, total_steps // 10)
-    return const_lr_cooldown(optimizer, cfg.optim.lr, warmup, total_steps, cooldown)
-
-
-def rng_state() -> dict[str, Any]:
-    import numpy as np
-    import torch
-
-    np_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy_keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
-        "numpy_pos": int(np_state[2]),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    import numpy as np
-    import torch
-
-    try:
-        torch.set_rng_state(state["torch"])
-        py = state["python"]
-        random.setstate((py[0], tuple(py[1]), py[2]))
-        keys = state["numpy_keys"].numpy().astype(np.uint32)
-        np.random.set_state(("MT19937", keys, int(state["numpy_pos"]), 0, 0.0))
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        log.warning("could not restore RNG states (%s); continuing with fresh ones", exc)
-
-
-class _Signals:
-    """SIGTERM / SIGUSR1 set a flag; the loop saves and stops at the next step boundary."""
-
-    def __init__(self) -> None:
-        self.received: str | None = None
-        self._old: dict[int, Any] = {}
-
-    def install(self) -> None:
-        for sig in (signal.SIGTERM, getattr(signal, "SIGUSR1", None)):
-            if sig is None:
-                continue
-            try:
-                self._old[sig] = signal.signal(sig, self._handler)
-            except ValueError:  # not the main thread
-                pass
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        self.received = signal.Signals(signum).name
-
-    def restore(self) -> None:
-        for sig, old in self._old.items():
-            try:
-                signal.signal(sig, old)
-            except (ValueError, TypeError):
-                pass
-
-
-def _any_rank(flag: bool, device: str) -> bool:
-    """True if ``flag`` is set on any rank (a collective: every rank must call it)."""
-    import torch
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
-
-
-# -- data ----------------------------------------------------------------------------------------
-def resolve_data(cfg: TrainConfig) -> tuple[list[Path], int, Any]:
-    """Training shards, samples per epoch, and the label bank of the training data."""
-    from biotrove_cli.core.data import shards as shardlib
-    from biotrove_cli.core.taxonomy.labelbank import LabelBank
-
-    if not cfg.data.train:
-        raise UsageError(
-            "no training data", hint="pass --data with a shard folder (written by `biotrove shard`)"
-        )
-    shards = shardlib.resolve_shards(cfg.data.train, split="train")
-    total = shardlib.count_samples(shards)
-    num_samples = cfg.data.num_samples or total
-    if num_samples is None:
-        raise TrainingError(
-            "the number of training samples is unknown: no sizes.json beside the shards",
-            hint="set data.num_samples=N, or point --data at a folder written by "
-            "`biotrove shard` (it writes sizes.json)",
-        )
-    if num_samples == 0:
-        raise InputError(
-            f"{cfg.data.train}: the training shards hold no samples",
-            hint="check the shard folder (biotrove info DIR)",
-        )
-    root = shardlib.dataset_root(shards)
-    bank = None
-    if root is not None:
-        try:
-            bank = LabelBank.load(root / shardlib.TAXONOMY)
-        except Exception as exc:  # the bank is a convenience for eval/classify, not training
-            log.warning(
-                "cannot read %s (%s); the run will have no label bank",
-                root / shardlib.TAXONOMY,
-                exc,
-            )
-    return shards, num_samples, bank
-
-
-# -- model ---------------------------------------------------------------------------------------
-def build_training_model(cfg: TrainConfig, device: str, precision: str) -> tuple[Any, Any, Any]:
-    """(model, train transform, tokenizer) with initial weights from ``model.init``."""
-    import open_clip
-    from open_clip.transform import PreprocessCfg, image_transform_v2
-
-    from biotrove_cli.core.models import registry
-    from biotrove_cli.core.models.hub import quiet_open_clip
-    from biotrove_cli.core.models.load import load_model
-
-    registry.ensure_registered()
-    arch = cfg.model.arch
-    if registry.arch_config(arch) is None:
-        raise UsageError(
-            f"model.arch: unknown architecture {arch!r}",
-            hint="any open_clip architecture name, or biotrove-tiny",
-        )
-    model_precision = precision if precision in ("bf16", "pure_bf16") else "fp32"
-    with quiet_open_clip():
-        model = open_clip.create_model(
-            arch,
-            pretrained=None,
-            precision=model_precision,
-            device="cpu",
-            force_quick_gelu=cfg.model.quick_gelu,
-        )
-    init = (cfg.model.init or "none").strip()
-    if init.lower() not in ("none", "random", ""):
-        source = load_model(init, arch=None if ":" in init else arch)
-        sd = source.model.state_dict()
-        own = model.state_dict()
-        bad = [k for k in own if k not in sd or tuple(sd[k].shape) != tuple(own[k].shape)]
-        if bad:
-            raise TrainingError(
-                f"model.init {init!r} ({source.arch}) does not fit model.arch {arch!r}: "
-                f"{len(bad)} tensor(s) differ (e.g. {bad[0]})",
-                hint="choose an init of the same architecture, or model.init=none",
-            )
-        model.load_state_dict(sd)
-        del source
-    if cfg.model.grad_checkpointing:
-        model.set_grad_checkpointing(True)
-    trim_text_padding(model)
-    model.to(device)
-    pcfg = PreprocessCfg(**open_clip.get_model_preprocess_cfg(model))
-    transform = image_transform_v2(pcfg, is_train=True)
-    tokenizer = open_clip.get_tokenizer(arch)
-    return model, transform, tokenizer
-
-
-def trim_text_padding(model: Any) -> bool:
-    """Run the text tower only up to each batch's longest caption (exact, much cheaper).
-
-    CLIP's text tower attends causally and pools at the end-of-text token, so the padding after
-    it changes neither the features nor any gradient; taxonomic captions fill about half of the
-    77-token context. Installed as the instance's ``encode_text`` so that ``forward`` (and DDP's
-    hooks around it) stay as they are. Returns False for text towers it does not apply to.
-    """
-    import torch.nn.functional as F
-
-    from biotrove_cli.core.evaluation.text import trimmed_text_encoder
-
-    encode = trimmed_text_encoder(model)
-    if encode is None:
-        return False
-
-    def encode_text(text: Any, normalize: bool = False) -> Any:
-        features = encode(text)
-        return F.normalize(features, dim=-1) if normalize else features
-
-    model.encode_text = encode_text
-    return True
-
-
-def _unwrap(model: Any) -> Any:
-    inner = getattr(model, "module", model)
-    return getattr(inner, "_orig_mod", inner)
-
-
-# -- checkpoints ---------------------------------------------------------------------------------
-def save_training_checkpoint(
-    run_dir: Path,
-    *,
-    model: Any,
-    optimizer: Any,
-    scaler: Any,
-    cfg_dict: dict,
-    step: int,
-    epoch: int,
-    batch_in_epoch: int,
-    plan_info: dict,
-    keep_last: int,
-) -> Path:
-    from biotrove_cli.core.models.checkpoint import (
-        CHECKPOINT_DIR,
-        checkpoint_name,
-        prune_checkpoints,
-        save_checkpoint,
-        write_latest,
-    )
-
-    path = run_dir / CHECKPOINT_DIR / checkpoint_name(step)
-    payload = {
-        "step": step,
-        "epoch": epoch,
-        "batch_in_epoch": batch_in_epoch,
-        "name": cfg_dict.get("model", {}).get("arch"),
-        "state_dict": _unwrap(model).state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        "rng": rng_state(),
-        "data": plan_info,
-        "config": cfg_dict,
-        "biotrove_version": __version__,
-    }
-    save_checkpoint(path, payload)
-    write_latest(run_dir, path)
-    prune_checkpoints(run_dir, keep_last, protect=(path,))
-    return path
-
-
-def _schedule_changes(old: dict, new: dict) -> list[str]:
-    old_flat, new_flat = configlib.flatten(old), configlib.flatten(new)
-    return [
-        f"{k}: {old_flat.get(k)!r} -> {new_flat.get(k)!r}"
-        for k in SCHEDULE_KEYS
-        if old_flat.get(k) != new_flat.get(k)
-    ]
-
-
-def find_resume_checkpoint(run_dir: Path, resume: str | None) -> Path | None:
-    from biotrove_cli.core.models.checkpoint import resolve_latest
-
-    if not resume:
-        return None
-    if resume == "latest":
-        path = resolve_latest(run_dir)
-        if path is None:
-            raise TrainingError(
-                f"--resume latest: {run_dir} has no complete checkpoint",
-                hint="start the run without --resume",
-            )
-        return path
-    if resume == "auto":  # torchrun restarts: latest if any, else a fresh start
-        return resolve_latest(run_dir)
-    path = Path(resume)
-    if not path.is_file():
-        raise InputError(
-            f"--resume {resume}: no such checkpoint file",
-            hint="use --resume latest, or a path to a step-*.pt file",
-        )
-    return path
-
-
 # -- validation ----------------------------------------------------------------------------------
 Validator = Callable[[Any, int], dict[str, Any]]
 
@@ -408,20 +93,18 @@ def train(
     """Train (or continue) a run. Every rank calls this; rank 0 reports and writes."""
     import torch
 
-    from biotrove_cli.core.distributed.env import barrier, destroy_process_group, init_process_group
-    from biotrove_cli.core.io import atomic_write_text
-    from biotrove_cli.core.models.checkpoint import safe_load
-    from biotrove_cli.core.training.data import (
-        StreamPlan,
-        check_plan,
-        make_loader,
-        validate_captions,
+    from biotrove_cli.core.distributed.env import (
+        any_rank,
+        barrier,
+        destroy_process_group,
+        init_process_group,
     )
+    from biotrove_cli.core.training.data import make_loader, validate_captions
 
     cb = callbacks or Callbacks()
     t_start = time.time()
     env_local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(cfg, env_local_rank)
+    device = resolve_device(cfg.device, local_rank=env_local_rank, option="device")
     env = init_process_group(device.split(":")[0])
     rank, world = env.rank, env.world_size
     is_main = rank == 0
@@ -433,7 +116,7 @@ def train(
         local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         share = max(1, (os.cpu_count() or 1) // local - min(cfg.data.workers, 1))
         torch.set_num_threads(share)
-    precision = resolve_precision(cfg, device)
+    precision = resolve_precision(cfg.precision, device, training=True)
     run_dir = Path(cfg.run_dir)
     cfg_dict = configlib.to_dict(cfg)
     if env.restart_count > 0 and resume is None:
@@ -443,16 +126,8 @@ def train(
     shards, num_samples, bank = resolve_data(cfg)
     validate_captions(shards, cfg.data.text_type)
     ckpt_path = find_resume_checkpoint(run_dir, resume)
-    if (
-        ckpt_path is None
-        and is_main
-        and (run_dir / "checkpoints").is_dir()
-        and any((run_dir / "checkpoints").glob("step-*.pt"))
-    ):
-        raise TrainingError(
-            f"{run_dir} already holds a run with checkpoints",
-            hint="continue it with --resume latest, or choose a new --run-dir",
-        )
+    if ckpt_path is None and is_main:
+        refuse_to_overwrite(run_dir)
 
     # the validation data is checked before anything is trained or written
     validate = (
@@ -461,27 +136,12 @@ def train(
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     model, transform, tokenizer = build_training_model(cfg, device, precision)
-    image_size = _unwrap(model).visual.image_size
-    image_size = image_size[0] if isinstance(image_size, (tuple, list)) else int(image_size)
-    plan = StreamPlan(
-        shards=tuple(str(s) for s in shards),
-        num_samples=num_samples,
-        batch_size=cfg.data.batch_size,
-        world_size=world,
-        rank=rank,
-        workers=cfg.data.workers,
-        resampled=cfg.data.resampled,
-        seed=cfg.seed,
-        text_type=cfg.data.text_type,
-        accum=cfg.optim.accum,
-        shuffle_buffer=cfg.data.shuffle_buffer,
-        image_size=image_size,
-        decode_on_device=cfg.data.decode == "device",
+    plan, schedule = stream_plan(
+        cfg, shards, num_samples, world_size=world, rank=rank, image_size=image_size(model)
     )
-    check_plan(plan)
-    steps_per_epoch = plan.steps_per_epoch
-    total_steps = cfg.max_steps if cfg.max_steps is not None else steps_per_epoch * cfg.epochs
-    num_epochs = math.ceil(total_steps / steps_per_epoch)
+    steps_per_epoch = schedule.steps_per_epoch
+    total_steps = schedule.total_steps
+    num_epochs = schedule.num_epochs
 
     optimizer = torch.optim.AdamW(
         param_groups(model, cfg.optim.wd),
@@ -501,15 +161,7 @@ def train(
     start_batch = 0
     resumed_from = None
     if ckpt_path is not None:
-        state = safe_load(ckpt_path)
-        old_cfg = state.get("config") or {}
-        changes = _schedule_changes(old_cfg, cfg_dict)
-        if changes and not allow_config_change:
-            raise TrainingError(
-                "resuming with a different schedule would silently change the run: "
-                + "; ".join(changes),
-                hint="resume with the original settings, or pass --allow-config-change",
-            )
+        state = load_training_state(ckpt_path, cfg_dict, allow_config_change)
         _unwrap(model).load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         if scaler is not None and state.get("scaler"):
@@ -561,35 +213,21 @@ def train(
 
     # -- the run folder (rank 0)
     if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        header = f"biotrove {__version__} resolved training config"
-        atomic_write_text(run_dir / runlib.CONFIG, configlib.dump_yaml(cfg, header=header))
-        if bank is not None and not (run_dir / runlib.LABELS).exists():
-            bank.save(run_dir / runlib.LABELS)
-        runlib.write_run_json(
+        runlib.start_run_folder(
             run_dir,
-            status="running",
+            cfg,
+            bank,
             world_size=world,
-            started=runlib.now_iso()
-            if resumed_from is None
-            else runlib.read_run_json(run_dir).get("started", runlib.now_iso()),
-            data=cfg.data.train,
             device=device,
             precision=precision,
-            resumed_from=str(resumed_from) if resumed_from else None,
+            resumed_from=resumed_from,
         )
     barrier()
-    metrics_fh = open(run_dir / runlib.METRICS, "a", encoding="utf-8") if is_main else None  # noqa: SIM115
-    tb = _tensorboard(run_dir) if is_main else None
+    metrics_log = runlib.MetricsLog(run_dir) if is_main else None
 
     def log_metrics(record: dict[str, Any]) -> None:
-        if metrics_fh is not None:
-            metrics_fh.write(json.dumps(record) + "\n")
-            metrics_fh.flush()
-        if tb is not None:
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and k not in ("step", "epoch"):
-                    tb.add_scalar(f"{record.get('kind', 'train')}/{k}", v, record.get("step", 0))
+        if metrics_log is not None:
+            metrics_log.write(record)
 
     if is_main:
         cb.on_start(
@@ -608,7 +246,7 @@ def train(
             }
         )
 
-    signals = _Signals()
+    signals = StopSignals()
     signals.install()
     first_loss = last_loss = None
     nonfinite_run = 0
@@ -623,19 +261,19 @@ def train(
     epoch = start_epoch
     batch_in_epoch = start_batch
 
-    def checkpoint(reason: str) -> None:
+    def checkpoint() -> None:
         nonlocal last_ckpt
         if is_main:
             last_ckpt = save_training_checkpoint(
                 run_dir,
-                model=model,
+                model=_unwrap(model),
                 optimizer=optimizer,
                 scaler=scaler,
                 cfg_dict=cfg_dict,
                 step=step,
                 epoch=epoch,
                 batch_in_epoch=batch_in_epoch,
-                plan_info=plan_info,
+                data_info=plan_info,
                 keep_last=cfg.keep_last,
             )
             cb.on_checkpoint(last_ckpt)
@@ -665,16 +303,16 @@ def train(
                 b = batch["batch"]
                 batch_in_epoch = b + 1
                 bad_total += batch.get("bad", 0)
-                stop_now = _any_rank(signals.received is not None, device)
+                stop_now = any_rank(signals.received is not None, device)
                 if stop_now:
                     batch_in_epoch = b  # this batch was not trained on
-                    checkpoint("preempted")
+                    checkpoint()
                     raise PreemptedError(
                         f"stopped by {signals.received or 'a signal on another rank'} at step "
                         f"{step}; checkpoint saved",
                         hint="requeue the job, or run the same command with --resume latest",
                     )
-                if _any_rank(not batch["valid"], device):
+                if any_rank(not batch["valid"], device):
                     skipped += 1  # no decodable image in this batch on some rank
                     continue
                 if cfg.data.decode == "device":
@@ -683,7 +321,7 @@ def train(
                     pc = _unwrap(model).visual.preprocess_cfg
                     images = device_images(
                         batch["images"],
-                        image_size,
+                        plan.image_size,
                         tuple(pc["mean"]),
                         tuple(pc["std"]),
                         torch.device(device),
@@ -703,7 +341,7 @@ def train(
                     )
                     loss = loss / cfg.optim.accum
                 finite = bool(torch.isfinite(loss).item())
-                if _any_rank(not finite, device):
+                if any_rank(not finite, device):
                     nonfinite_run += 1
                     skipped += 1
                     optimizer.zero_grad(set_to_none=True)
@@ -771,7 +409,7 @@ def train(
                         log_metrics(metrics)
                         t_log, samples_since_log = now, 0
                 if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
-                    checkpoint("every")
+                    checkpoint()
                 if cfg.val_every and step % cfg.val_every == 0:
                     run_validation()
                 if step >= total_steps:
@@ -780,7 +418,7 @@ def train(
             if batch_in_epoch >= plan.batches_per_epoch:
                 epoch += 1
                 batch_in_epoch = 0
-            checkpoint("epoch")
+            checkpoint()
             # val_every=0: evaluate at every epoch end; otherwise every val_every steps, and
             # once more at the end when the last step was not one of those
             if not cfg.val_every or (done and step % cfg.val_every):
@@ -813,19 +451,6 @@ def train(
         raise
     finally:
         signals.restore()
-        if metrics_fh is not None:
-            metrics_fh.close()
-        if tb is not None:
-            tb.close()
+        if metrics_log is not None:
+            metrics_log.close()
         destroy_process_group()
-
-
-def _tensorboard(run_dir: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    try:
-        return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
-    except Exception:  # tensorboard present but broken: metrics.jsonl still has everything
-        return None

@@ -1,53 +1,120 @@
-"""``biotrove train --dry-run``: check data, model and plan without training."""
+"""The plan of a training run: its shards, samples per epoch, label bank, data streams and
+step counts (one owner, used by the Trainer and by ``biotrove train --dry-run``), and the dry
+run itself: check data, model and plan without training.
+"""
 
 from __future__ import annotations
 
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from biotrove_cli.core.errors import InputError, TrainingError, UsageError
 from biotrove_cli.core.training.config import TrainConfig
+from biotrove_cli.core.training.data import StreamPlan
+
+log = logging.getLogger("biotrove")
 
 
-def dry_run(cfg: TrainConfig, world_size: int) -> list[dict[str, Any]]:
-    """Resolve the shards, captions, architecture and step plan; raise on any problem."""
-    from biotrove_cli.core.models import registry
-    from biotrove_cli.core.training.data import StreamPlan, check_plan, validate_captions
-    from biotrove_cli.core.training.loop import resolve_data
+def resolve_data(cfg: TrainConfig) -> tuple[list[Path], int, Any]:
+    """Training shards, samples per epoch, and the label bank of the training data."""
+    from biotrove_cli.core.data import shards as shardlib
+    from biotrove_cli.core.layout import TAXONOMY
+    from biotrove_cli.core.taxonomy.labelbank import LabelBank
 
-    shards, num_samples, bank = resolve_data(cfg)
-    validate_captions(shards, cfg.data.text_type)
-    cfg_arch = registry.arch_config(cfg.model.arch)
-    if cfg_arch is None:
-        from biotrove_cli.core.errors import UsageError
-
+    if not cfg.data.train:
         raise UsageError(
-            f"model.arch: unknown architecture {cfg.model.arch!r}",
-            hint="any open_clip architecture name, or biotrove-tiny",
+            "no training data", hint="pass --data with a shard folder (written by `biotrove shard`)"
         )
-    size = cfg_arch.get("vision_cfg", {}).get("image_size", 224)
+    shards = shardlib.resolve_shards(cfg.data.train, split="train")
+    total = shardlib.count_samples(shards)
+    num_samples = cfg.data.num_samples or total
+    if num_samples is None:
+        raise TrainingError(
+            "the number of training samples is unknown: no sizes.json beside the shards",
+            hint="set data.num_samples=N, or point --data at a folder written by "
+            "`biotrove shard` (it writes sizes.json)",
+        )
+    if num_samples == 0:
+        raise InputError(
+            f"{cfg.data.train}: the training shards hold no samples",
+            hint="check the shard folder (biotrove info DIR)",
+        )
+    root = shardlib.dataset_root(shards)
+    bank = None
+    if root is not None:
+        try:
+            bank = LabelBank.load(root / TAXONOMY)
+        except Exception as exc:  # the bank is a convenience for eval/classify, not training
+            log.warning(
+                "cannot read %s (%s); the run will have no label bank", root / TAXONOMY, exc
+            )
+    return shards, num_samples, bank
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How many optimizer steps a run takes, and over how many epochs."""
+
+    steps_per_epoch: int
+    total_steps: int
+    num_epochs: int
+
+
+def stream_plan(
+    cfg: TrainConfig,
+    shards: list[Path],
+    num_samples: int,
+    *,
+    world_size: int,
+    rank: int,
+    image_size: int,
+) -> tuple[StreamPlan, Schedule]:
+    """The data streams of one rank and the run's step counts; refuses plans that cannot work."""
+    from biotrove_cli.core.training.data import check_plan
+
     plan = StreamPlan(
-        shards=tuple(map(str, shards)),
+        shards=tuple(str(s) for s in shards),
         num_samples=num_samples,
         batch_size=cfg.data.batch_size,
         world_size=world_size,
-        rank=0,
+        rank=rank,
         workers=cfg.data.workers,
         resampled=cfg.data.resampled,
         seed=cfg.seed,
         text_type=cfg.data.text_type,
         accum=cfg.optim.accum,
         shuffle_buffer=cfg.data.shuffle_buffer,
-        image_size=int(size),
+        image_size=image_size,
+        decode_on_device=cfg.data.decode == "device",
     )
     check_plan(plan)
-    total = cfg.max_steps if cfg.max_steps else plan.steps_per_epoch * cfg.epochs
+    per_epoch = plan.steps_per_epoch
+    total = cfg.max_steps if cfg.max_steps is not None else per_epoch * cfg.epochs
+    return plan, Schedule(per_epoch, total, math.ceil(total / per_epoch))
+
+
+def dry_run(cfg: TrainConfig, world_size: int) -> list[dict[str, Any]]:
+    """Resolve the shards, captions, architecture and step plan; raise on any problem."""
+    from biotrove_cli.core.training.data import validate_captions
+    from biotrove_cli.core.training.model import arch_config
+
+    shards, num_samples, bank = resolve_data(cfg)
+    validate_captions(shards, cfg.data.text_type)
+    size = arch_config(cfg.model.arch).get("vision_cfg", {}).get("image_size", 224)
+    plan, schedule = stream_plan(
+        cfg, shards, num_samples, world_size=world_size, rank=0, image_size=int(size)
+    )
     return [
         {"key": "shards", "value": len(shards)},
         {"key": "samples_per_epoch", "value": num_samples},
         {"key": "species_in_dataset", "value": len(bank) if bank is not None else None},
         {"key": "processes", "value": world_size},
         {"key": "global_batch", "value": cfg.data.batch_size * world_size * cfg.optim.accum},
-        {"key": "steps_per_epoch", "value": plan.steps_per_epoch},
-        {"key": "total_steps", "value": total},
+        {"key": "steps_per_epoch", "value": schedule.steps_per_epoch},
+        {"key": "total_steps", "value": schedule.total_steps},
         {"key": "arch", "value": cfg.model.arch},
         {"key": "init", "value": cfg.model.init},
         {"key": "text_type", "value": cfg.data.text_type},

@@ -1,7 +1,9 @@
-"""The run folder: resolved config, label bank, metrics, checkpoints; and ``info`` for it.
+"""The run folder of ``biotrove train`` (its file names are in :mod:`biotrove_cli.core.layout`):
+the resolved config, launch facts, label bank, metrics and checkpoints; and its summary.
 
 runs/NAME/
   config.yaml       the resolved TrainConfig (biotrove version in its header)
+  launch.yaml       the config handed to the torchrun workers
   run.json          launch facts: version, world size, data, start/finish times, status
   labels.parquet    the label bank of the training data
   metrics.jsonl     one JSON object per logged step / evaluation
@@ -17,11 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from biotrove_cli import __version__
-
-CONFIG = "config.yaml"
-RUN_JSON = "run.json"
-LABELS = "labels.parquet"
-METRICS = "metrics.jsonl"
+from biotrove_cli.core import config as configlib
+from biotrove_cli.core.layout import (
+    LAUNCH_CONFIG,
+    METRICS,
+    RUN_CONFIG,
+    RUN_JSON,
+    RUN_LABELS,
+    TENSORBOARD_DIR,
+)
 
 
 def now_iso() -> str:
@@ -50,6 +56,85 @@ def write_run_json(run_dir: Path, **updates: Any) -> None:
     data.update(updates)
     data.setdefault("biotrove_version", __version__)
     atomic_write_json(run_dir / RUN_JSON, data)
+
+
+def write_launch_config(run_dir: Path, cfg: Any) -> Path:
+    """``launch.yaml``: the resolved config every worker of the run reads."""
+    from biotrove_cli.core.io import atomic_write_text
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LAUNCH_CONFIG
+    atomic_write_text(
+        path, configlib.dump_yaml(cfg, header="written by biotrove train for its workers")
+    )
+    return path
+
+
+def start_run_folder(
+    run_dir: Path,
+    cfg: Any,
+    bank: Any,
+    *,
+    world_size: int,
+    device: str,
+    precision: str,
+    resumed_from: Path | None,
+) -> None:
+    """Write the resolved config, the label bank (once) and run.json (status running); a
+    resumed run keeps its first start time."""
+    from biotrove_cli.core.io import atomic_write_text
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    header = f"biotrove {__version__} resolved training config"
+    atomic_write_text(run_dir / RUN_CONFIG, configlib.dump_yaml(cfg, header=header))
+    if bank is not None and not (run_dir / RUN_LABELS).exists():
+        bank.save(run_dir / RUN_LABELS)
+    started = now_iso()
+    if resumed_from is not None:
+        started = read_run_json(run_dir).get("started", started)
+    write_run_json(
+        run_dir,
+        status="running",
+        world_size=world_size,
+        started=started,
+        data=cfg.data.train,
+        device=device,
+        precision=precision,
+        resumed_from=str(resumed_from) if resumed_from else None,
+    )
+
+
+class MetricsLog:
+    """metrics.jsonl (one JSON object a line, flushed) and TensorBoard scalars when installed."""
+
+    def __init__(self, run_dir: Path):
+        self._fh = open(run_dir / METRICS, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._tb = _tensorboard(run_dir)
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._fh.write(json.dumps(record) + "\n")
+        self._fh.flush()
+        if self._tb is not None:
+            kind, step = record.get("kind", "train"), record.get("step", 0)
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k not in ("step", "epoch"):
+                    self._tb.add_scalar(f"{kind}/{k}", v, step)
+
+    def close(self) -> None:
+        self._fh.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _tensorboard(run_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    try:
+        return SummaryWriter(log_dir=str(run_dir / TENSORBOARD_DIR))
+    except Exception:  # tensorboard present but broken: metrics.jsonl still has everything
+        return None
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
