@@ -420,3 +420,50 @@ def test_sigusr1_to_the_launcher_preempts_every_rank(tmp_path, train_shards):
     assert "stopped by SIGUSR1" in err and "--resume latest" in err
     assert "[rank 1]" not in err  # one report, not one per rank
     assert _ckpts(run) and json.loads((run / "run.json").read_text())["status"] == "preempted"
+
+
+def _rank_in_a_callers_group(rank: int, init_file: str, run: str, shards: str, out: str) -> None:
+    """One rank of a job whose process group the caller set up (as Ray Train does): no
+    torchrun variables, the group already initialised before train() starts."""
+    import torch.distributed as dist
+
+    from biotrove_cli.core import config as configlib
+    from biotrove_cli.core.training.config import TrainConfig
+    from biotrove_cli.core.training.trainer import train
+
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID"):
+        os.environ.pop(var, None)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    cfg = configlib.resolve(
+        TrainConfig,
+        preset="tiny",
+        overrides=[
+            f"data.train={shards}",
+            f"run_dir={run}",
+            "max_steps=3",
+            "data.batch_size=16",
+            "data.workers=0",
+            "log_every=1",
+        ],
+    )
+    result = train(cfg, threads=1)
+    report = {"steps": result.steps, "group_still_up": dist.is_initialized()}
+    dist.barrier()  # the group still works after train()
+    Path(out, f"rank{rank}.json").write_text(json.dumps(report))
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_the_trainer_uses_a_process_group_its_caller_set_up(tmp_path, train_shards):
+    import torch.multiprocessing as tmp
+
+    run = tmp_path / "run"
+    args = (str(tmp_path / "pg-init"), str(run), str(train_shards), str(tmp_path))
+    tmp.spawn(_rank_in_a_callers_group, args=args, nprocs=2, join=True)
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert reports == [{"steps": 3, "group_still_up": True}] * 2
+    info = json.loads((run / "run.json").read_text())
+    assert info["world_size"] == 2 and info["status"] == "finished"
+    assert [m["step"] for m in _metrics(run) if m["kind"] == "train"] == [1, 2, 3]
+    assert _ckpts(run)[-1].name == "step-00000003.pt"

@@ -1,8 +1,9 @@
-"""The process torchrun starts on each rank (and the in-process path for one process).
+"""The process torchrun starts on each rank of a training run.
 
 ``python -m biotrove_cli.cli._worker --config RUN/launch.yaml [--resume latest|auto|PATH]``
-Reads the resolved config, runs :func:`biotrove_cli.core.training.loop.train` with a reporter
-that draws progress on rank 0, and turns errors into ``Error:``/``Hint:`` lines and exit codes.
+Runs :func:`biotrove_cli.core.training.launch.run_worker` with a reporter that draws progress
+on rank 0, and turns errors into ``Error:``/``Hint:`` lines and exit codes (one process trains
+in the ``biotrove train`` process itself, through the CLI's own boundary).
 """
 
 from __future__ import annotations
@@ -18,25 +19,17 @@ from biotrove_cli.output import console
 
 
 def run_training(config_path: Path, resume: str | None, allow_config_change: bool) -> Any:
-    """Load the resolved config and train (this process's part of the run)."""
-    from biotrove_cli.core import config as configlib
-    from biotrove_cli.core.training.config import TrainConfig
-    from biotrove_cli.core.training.loop import train
-    from biotrove_cli.core.training.validate import make_validator
+    """This rank's part of the run, with progress drawn on rank 0."""
+    from biotrove_cli.core.training.launch import run_worker
     from biotrove_cli.output.train_progress import TrainReporter
 
-    cfg = configlib.resolve(TrainConfig, config_file=config_path)
-    reporter = TrainReporter(cfg.log_every)
-    try:
-        return train(
-            cfg,
+    with TrainReporter() as reporter:
+        return run_worker(
+            config_path,
             resume=resume,
             allow_config_change=allow_config_change,
             callbacks=reporter,
-            validator_factory=make_validator,
         )
-    finally:
-        reporter.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -171,10 +171,10 @@ def train_cmd(
     import sys
 
     from biotrove_cli.core import config as configlib
-    from biotrove_cli.core.distributed.launch import LaunchConfig, launch
+    from biotrove_cli.core.distributed.launch import LaunchConfig
     from biotrove_cli.core.errors import UsageError
     from biotrove_cli.core.training.config import TrainConfig
-    from biotrove_cli.core.training.run import default_run_dir, summarize
+    from biotrove_cli.core.training.run import default_run_dir
     from biotrove_cli.output import console
     from biotrove_cli.output.render import emit
 
@@ -216,46 +216,21 @@ def train_cmd(
     if dry_run:
         from biotrove_cli.core.training.plan import dry_run as do_dry_run
 
-        report = do_dry_run(cfg, world_size=nproc_per_node * _nodes(nnodes))
+        report = do_dry_run(cfg, world_size=launch_cfg.max_world_size)
         emit(report, format, output, title="Training plan (dry run)", columns=["key", "value"])
         return
 
-    run = Path(cfg.run_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    launch_file = run / "launch.yaml"
-    from biotrove_cli.core.io import atomic_write_text
+    from biotrove_cli.core.training.launch import launch_training
+    from biotrove_cli.output.train_progress import TrainReporter
 
-    atomic_write_text(
-        launch_file, configlib.dump_yaml(cfg, header="written by biotrove train for its workers")
-    )
-    worker_args = ["--config", str(launch_file)]
-    if resume:
-        worker_args += ["--resume", resume]
-    if allow_config_change:
-        worker_args.append("--allow-config-change")
-    if console.STATE.quiet:
-        worker_args.append("--quiet")
-    if launch_cfg.single_process:
-        from biotrove_cli.cli._worker import run_training
-
-        run_training(launch_file, resume, allow_config_change)
-    else:
-        console.step(
-            f"launching {nproc_per_node} process(es) per node through torchrun "
-            f"({'nccl' if _cuda() else 'gloo'})"
+    with TrainReporter() as reporter:
+        summary = launch_training(
+            cfg,
+            launch_cfg,
+            resume=resume,
+            allow_config_change=allow_config_change,
+            quiet=console.STATE.quiet,
+            callbacks=reporter,
         )
-        launch("biotrove_cli.cli._worker", worker_args, launch_cfg)
-    emit(summarize(run), format, output, title=f"Training run {run}", columns=["key", "value"])
-
-
-def _nodes(nnodes: str) -> int:
-    try:
-        return int(nnodes.split(":")[-1])
-    except ValueError:
-        return 1
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
+    title = f"Training run {Path(cfg.run_dir)}"
+    emit(summary, format, output, title=title, columns=["key", "value"])

@@ -1,32 +1,39 @@
 """Training progress on stderr: a Rich bar on a TTY, otherwise one log line every ``log_every``
-steps (SLURM logs); the start, evaluations and checkpoints as narrative lines (rank 0 only)."""
+steps (SLURM logs); the launch, the start, evaluations and checkpoints as narrative lines."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
-from biotrove_cli.output import console
+from biotrove_cli.core.training.hooks import Callbacks
+from biotrove_cli.output import console, progress
 
 
-class TrainReporter:
-    """Rich progress on a TTY; otherwise one log line every ``log_every`` steps (SLURM logs)."""
+class TrainReporter(Callbacks):
+    """Rich progress on a TTY; otherwise one log line every ``log_every`` steps (SLURM logs).
 
-    def __init__(self, log_every: int = 10):
-        from biotrove_cli.output import progress
+    ``log_every`` defaults to the run's (``on_start`` brings it). Use it as a context manager:
+    the bar is closed however training ends.
+    """
 
-        self.log_every = max(1, log_every)
+    def __init__(self, log_every: int | None = None):
+        self.log_every = max(1, log_every) if log_every else None
         self.live = progress.enabled()
         self._cm: Any = None
         self._update: Any = None
         self.total = 0
-        self.t0 = time.time()
+
+    def on_launch(self, info: dict[str, Any]) -> None:
+        console.step(
+            f"launching {info['nproc_per_node']} process(es) per node through torchrun "
+            f"({info['backend']})"
+        )
 
     def on_start(self, info: dict[str, Any]) -> None:
-        from biotrove_cli.output import progress
-
         self.total = info["total_steps"]
+        if self.log_every is None:
+            self.log_every = max(1, int(info.get("log_every") or 10))
         what = (
             f"resuming from {Path(info['resumed_from']).name} at step {info['start_step']}"
             if info.get("resumed_from")
@@ -50,7 +57,7 @@ class TrainReporter:
             self._update.postfix(
                 f"loss {m['loss']:.3f}  lr {m['lr']:.2e}  {m['samples_per_s']:.0f} samples/s"
             )
-        elif m["step"] % self.log_every == 0 or m["step"] == self.total:
+        elif m["step"] % (self.log_every or 10) == 0 or m["step"] == self.total:
             console.info(
                 f"step {m['step']}/{self.total}  loss {m['loss']:.4f}  "
                 f"lr {m['lr']:.2e}  {m['samples_per_s']:.1f} samples/s"
@@ -75,3 +82,9 @@ class TrainReporter:
             self._cm.__exit__(None, None, None)
             self._cm = None
             self._update = None
+
+    def __enter__(self) -> TrainReporter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,9 +1,14 @@
-"""Rank and world helpers that work with and without torchrun."""
+"""Rank and world helpers that work with and without torchrun, and inside a process group
+someone else set up (Ray Train's workers start torch.distributed themselves)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -12,6 +17,7 @@ class DistEnv:
     world_size: int
     local_rank: int
     restart_count: int
+    local_world_size: int = 1
 
     @property
     def is_distributed(self) -> bool:
@@ -22,18 +28,36 @@ class DistEnv:
         return self.rank == 0
 
 
+def _group() -> Any | None:
+    """torch.distributed when a process group is up (it cannot be unless torch is imported)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return dist
+    return None
+
+
 def dist_env() -> DistEnv:
-    """What torchrun told this process (single-process defaults otherwise)."""
+    """This process's place in the run (the one place that reads it): rank and world size from
+    the process group when one is up, else from torchrun's variables; local rank, local world
+    size and restart count from the launcher's variables (torchrun and Ray Train set them);
+    single-process defaults without any."""
+    env = os.environ
+    rank, world = int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1"))
+    dist = _group()
+    if dist is not None:
+        rank, world = dist.get_rank(), dist.get_world_size()
     return DistEnv(
-        rank=int(os.environ.get("RANK", "0")),
-        world_size=int(os.environ.get("WORLD_SIZE", "1")),
-        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
-        restart_count=int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")),
+        rank=rank,
+        world_size=world,
+        local_rank=int(env.get("LOCAL_RANK", "0")),
+        restart_count=int(env.get("TORCHELASTIC_RESTART_COUNT", "0")),
+        local_world_size=int(env.get("LOCAL_WORLD_SIZE", "1")),
     )
 
 
 def init_process_group(device_type: str, timeout_s: float = 1800.0) -> DistEnv:
-    """Join the process group torchrun set up: nccl on GPUs, gloo on CPU. Idempotent."""
+    """Join the process group torchrun set up: nccl on GPUs, gloo on CPU. Idempotent: a group
+    that is already up (torchrun's, or one a caller such as Ray Train set up) is used as is."""
     import datetime
 
     import torch.distributed as dist
@@ -58,6 +82,20 @@ def init_process_group(device_type: str, timeout_s: float = 1800.0) -> DistEnv:
         else:
             dist.init_process_group(backend=backend, timeout=timeout)
     return env
+
+
+@contextlib.contextmanager
+def process_group(device_type: str, timeout_s: float = 1800.0) -> Iterator[DistEnv]:
+    """Run inside a process group: one that is already up is used and left up at the end (its
+    owner, e.g. Ray Train, destroys it); otherwise the one torchrun describes is joined here and
+    destroyed at the end; one process without torchrun runs without one."""
+    owned = _group() is None
+    env = init_process_group(device_type, timeout_s)
+    try:
+        yield env
+    finally:
+        if owned:
+            destroy_process_group()
 
 
 def destroy_process_group() -> None:

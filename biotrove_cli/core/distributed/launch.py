@@ -41,6 +41,15 @@ class LaunchConfig:
     def single_process(self) -> bool:
         return self.nproc_per_node == 1 and not self.multi_node
 
+    @property
+    def max_world_size(self) -> int:
+        """Processes of the whole job at its largest (``MIN:MAX`` nodes count MAX)."""
+        try:
+            nodes = int(self.nnodes.split(":")[-1])
+        except ValueError:
+            nodes = 1
+        return self.nproc_per_node * nodes
+
     def validate(self) -> None:
         if self.nproc_per_node < 1:
             raise UsageError(f"--nproc-per-node must be at least 1, got {self.nproc_per_node}")

@@ -101,6 +101,27 @@ def unwrap(model: Any) -> Any:
     return getattr(inner, "_orig_mod", inner)
 
 
+def parallelize(model: Any, cfg: TrainConfig, device: str, world_size: int) -> Any:
+    """The model the loop calls: wrapped in DDP across ranks, compiled with ``model.compile``."""
+    import torch
+
+    from biotrove_cli.core.runtime import is_cuda
+
+    wrapped = model
+    if world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ddp_args: dict[str, Any] = {}
+        if cfg.ddp_static_graph:
+            ddp_args["static_graph"] = True
+        if is_cuda(device):
+            ddp_args["device_ids"] = [torch.device(device).index]
+        wrapped = DDP(model, **ddp_args)
+    if cfg.model.compile:
+        wrapped = torch.compile(wrapped)
+    return wrapped
+
+
 def image_size(model: Any) -> int:
     """The (square) input size of the image tower."""
     size = unwrap(model).visual.image_size

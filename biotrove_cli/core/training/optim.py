@@ -36,3 +36,26 @@ def make_scheduler(cfg: TrainConfig, optimizer: Any, total_steps: int) -> Callab
         return const_lr(optimizer, cfg.optim.lr, warmup, total_steps)
     cooldown = max(1, total_steps // 10)
     return const_lr_cooldown(optimizer, cfg.optim.lr, warmup, total_steps, cooldown)
+
+
+def make_optimizer(cfg: TrainConfig, model: Any, precision: str) -> Any:
+    """AdamW over :func:`param_groups`."""
+    import torch
+
+    return torch.optim.AdamW(
+        param_groups(model, cfg.optim.wd),
+        lr=cfg.optim.lr,
+        betas=(cfg.optim.beta1, cfg.optim.beta2),
+        eps=cfg.optim.eps,
+        # fused AdamW (one kernel over all parameters) exists for CUDA and CPU float tensors
+        **({"fused": True} if precision != "bf16" else {}),
+    )
+
+
+def make_scaler(precision: str, device: str) -> Any:
+    """A gradient scaler for float16 autocast on CUDA (``amp``); None otherwise."""
+    import torch
+
+    from biotrove_cli.core.runtime import is_cuda
+
+    return torch.amp.GradScaler("cuda") if precision == "amp" and is_cuda(device) else None

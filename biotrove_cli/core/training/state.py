@@ -120,6 +120,20 @@ def load_training_state(path: Path, cfg_dict: dict, allow_config_change: bool) -
     return state
 
 
+def warn_on_layout_change(state: dict[str, Any], workers: int, world_size: int) -> None:
+    """Warn when a run resumes with other data workers or processes than it saved with."""
+    saved = state.get("data") or {}
+    if saved.get("workers") not in (None, workers) or saved.get("world_size") not in (
+        None,
+        world_size,
+    ):
+        log.warning(
+            "resuming with a different number of data workers or processes: the "
+            "data order of the current epoch changes (no sample is lost or seen "
+            "twice within an epoch only when they match)"
+        )
+
+
 def find_resume_checkpoint(run_dir: Path, resume: str | None) -> Path | None:
     """The checkpoint ``resume`` names: ``latest``, ``auto`` (torchrun restarts), or a path."""
     from biotrove_cli.core.models.checkpoint import resolve_latest

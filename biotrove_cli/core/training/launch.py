@@ -1,0 +1,90 @@
+"""Launching a training run: the config every process reads (``launch.yaml`` in the run
+folder), then this process trains alone, or torchrun starts workers
+(:mod:`biotrove_cli.core.distributed.launch`) that each run :func:`run_worker`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from biotrove_cli.core.distributed.launch import LaunchConfig
+from biotrove_cli.core.training.config import TrainConfig
+from biotrove_cli.core.training.hooks import Callbacks, TrainResult
+
+#: The module torchrun starts on every rank (the CLI's: it owns the error boundary and the
+#: progress reporter of a worker, and calls :func:`run_worker`).
+WORKER_MODULE = "biotrove_cli.cli._worker"
+
+
+def launch_training(
+    cfg: TrainConfig,
+    launch_cfg: LaunchConfig,
+    *,
+    resume: str | None = None,
+    allow_config_change: bool = False,
+    quiet: bool = False,
+    callbacks: Callbacks | None = None,
+) -> list[dict[str, Any]]:
+    """Train ``cfg`` in this process or in torchrun workers; the run's summary records.
+
+    ``callbacks`` report progress when this process trains (one process); torchrun workers
+    report through their own. ``quiet`` is handed on to the workers.
+
+    Raises:
+        LaunchError / PreemptedError: a worker failed or the job was stopped (torchrun).
+    """
+    from biotrove_cli.core.distributed.launch import launch
+    from biotrove_cli.core.training.run import summarize, write_launch_config
+
+    launch_cfg.validate()
+    run_dir = Path(cfg.run_dir)
+    config_path = write_launch_config(run_dir, cfg)
+    if launch_cfg.single_process:
+        run_worker(
+            config_path,
+            resume=resume,
+            allow_config_change=allow_config_change,
+            callbacks=callbacks,
+        )
+    else:
+        args = ["--config", str(config_path)]
+        if resume:
+            args += ["--resume", resume]
+        if allow_config_change:
+            args.append("--allow-config-change")
+        if quiet:
+            args.append("--quiet")
+        (callbacks or Callbacks()).on_launch(
+            {"nproc_per_node": launch_cfg.nproc_per_node, "backend": _backend()}
+        )
+        launch(WORKER_MODULE, args, launch_cfg)
+    return summarize(run_dir)
+
+
+def run_worker(
+    config_path: Path,
+    *,
+    resume: str | None = None,
+    allow_config_change: bool = False,
+    callbacks: Callbacks | None = None,
+) -> TrainResult:
+    """This process's part of a launched run: the config the launcher wrote, then train."""
+    from biotrove_cli.core import config as configlib
+    from biotrove_cli.core.training.trainer import train
+    from biotrove_cli.core.training.validate import make_validator
+
+    cfg = configlib.resolve(TrainConfig, config_file=config_path)
+    return train(
+        cfg,
+        resume=resume,
+        allow_config_change=allow_config_change,
+        callbacks=callbacks,
+        validator_factory=make_validator,
+    )
+
+
+def _backend() -> str:
+    import torch
+
+    return "nccl" if torch.cuda.is_available() else "gloo"

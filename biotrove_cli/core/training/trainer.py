@@ -1,0 +1,536 @@
+"""The Trainer: one process of a (possibly distributed) CLIP training run.
+
+Run directly for one process, by torchrun workers (``biotrove_cli.cli._worker``), or inside a
+process group someone else set up (Ray Train's workers): that group is used and left up at the
+end, while the one torchrun describes is joined and destroyed here. Only rank 0 writes files and
+reports; every rank takes the same decisions (skip a step, stop, save) by reducing flags across
+the process group, so no rank is left waiting in a collective.
+
+Reliability:
+* checkpoints every ``save_every`` steps and at epoch ends, atomically, keeping the last K; they
+  carry model, optimizer, scaler, step, epoch, batch position, RNG states and the config;
+* ``resume="latest"`` skips truncated files; changing the schedule on resume is refused unless
+  ``allow_config_change``; under torchrun restarts the workers resume by themselves;
+* SIGTERM/SIGUSR1 (SLURM preemption): save, then raise PreemptedError (exit 75 -> requeue);
+* a non-finite loss skips the step; ``max_nonfinite`` in a row stops with an error, keeping the
+  last good checkpoint.
+
+The shape is torchtune's recipe: setup pieces and the loss step are short methods with the state
+in attributes, and :meth:`Trainer.run` is only the loop::
+
+    with Trainer(cfg, callbacks=...) as trainer:
+        trainer.setup()
+        result = trainer.run()
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from contextlib import ExitStack, closing
+from pathlib import Path
+from typing import Any
+
+from biotrove_cli.core import config as configlib
+from biotrove_cli.core.distributed.env import any_rank, barrier, dist_env, process_group
+from biotrove_cli.core.errors import PreemptedError, TrainingError
+from biotrove_cli.core.runtime import device_type, is_cuda, resolve_device, resolve_precision
+from biotrove_cli.core.training import run as runlib
+from biotrove_cli.core.training.config import TrainConfig
+from biotrove_cli.core.training.hooks import Callbacks, TrainResult, Validator
+from biotrove_cli.core.training.model import (
+    autocast_for,
+    build_training_model,
+    parallelize,
+    unwrap,
+)
+from biotrove_cli.core.training.plan import resolve_data, stream_plan
+from biotrove_cli.core.training.signals import StopSignals
+from biotrove_cli.core.training.state import (
+    find_resume_checkpoint,
+    load_training_state,
+    refuse_to_overwrite,
+    save_training_checkpoint,
+    set_rng_state,
+    warn_on_layout_change,
+)
+
+log = logging.getLogger("biotrove")
+
+
+class Trainer:
+    """One process's part of a training run: :meth:`setup`, then :meth:`run`, then
+    :meth:`close` (or use it as a context manager). Every rank does the same."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        *,
+        resume: str | None = None,
+        allow_config_change: bool = False,
+        callbacks: Callbacks | None = None,
+        validator_factory: Callable[..., Validator | None] | None = None,
+        device: str | None = None,
+        threads: int | None = None,
+    ):
+        """
+        Args:
+            cfg: the resolved training config.
+            resume: ``latest``, ``auto`` (latest if any) or a checkpoint path.
+            allow_config_change: resume even when the schedule changed.
+            callbacks: progress hooks, called on rank 0 only.
+            validator_factory: ``(cfg, device) -> validate(model, step)`` for ``data.val``.
+            device: this process's device, when the caller assigns it (a Ray Train worker's
+                ``ray.train.torch.get_device()``); default ``cfg.device`` and the local rank.
+            threads: intra-op CPU threads, when the caller knows its share of the cores (a Ray
+                trial's CPUs); default this node's cores shared by its training processes.
+        """
+        self.cfg = cfg
+        self.resume_spec = resume
+        self.allow_config_change = allow_config_change
+        self.callbacks = callbacks or Callbacks()
+        self.validator_factory = validator_factory
+        self._device = device
+        self._threads = threads
+        self.run_dir = Path(cfg.run_dir)
+        self.cfg_dict = configlib.to_dict(cfg)
+        self.t_start = time.time()
+        self.signals = StopSignals()
+        self._cleanup = ExitStack()  # what close() undoes, in reverse order of setup
+        self.metrics_log: runlib.MetricsLog | None = None
+        self.validator: Validator | None = None
+        self.checkpoint_path: Path | None = None
+        # the position in the run (what a checkpoint saves), and the result so far
+        self.global_step = self.epoch = self.batch_in_epoch = 0
+        self.result = TrainResult(run_dir=self.run_dir)
+        self.lr = 0.0
+        self.accum_count = self.nonfinite_run = self._samples_since_log = 0
+        self._t_log = 0.0
+
+    # -- setup -----------------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Every setup piece, in an order that checks all inputs before anything is written."""
+        self.setup_process_group()
+        self.setup_data()
+        self.find_checkpoint()
+        self.setup_validation()
+        self.setup_model()
+        self.setup_plan()
+        self.setup_optim()
+        self.resume()
+        self.setup_parallel()
+        self.setup_run_folder()
+
+    def setup_process_group(self) -> None:
+        """This process's device, place in the process group, CPU threads and precision."""
+        import torch
+
+        local = dist_env()  # before the group is joined: the local rank picks the GPU
+        self.device: str = self._device or resolve_device(
+            self.cfg.device, local_rank=local.local_rank, option="device"
+        )
+        self.env = self._cleanup.enter_context(process_group(device_type(self.device)))
+        self.is_main = self.env.is_main
+        if not self.is_main:
+            self.callbacks = Callbacks()  # progress is reported by rank 0 only
+        if is_cuda(self.device):
+            torch.cuda.set_device(self.device)
+        else:
+            torch.set_num_threads(self._threads or self._cpu_share())
+        self.precision = resolve_precision(self.cfg.precision, self.device, training=True)
+        if self.env.restart_count > 0 and self.resume_spec is None:
+            self.resume_spec = "auto"  # torchrun restarted us after a failure: continue the run
+
+    def _cpu_share(self) -> int:
+        # the node's cores are shared by its training processes and their data workers;
+        # more intra-op threads than cores stall every operator (oversubscribed OpenMP)
+        per_process = (os.cpu_count() or 1) // self.env.local_world_size
+        return max(1, per_process - min(self.cfg.data.workers, 1))
+
+    def setup_data(self) -> None:
+        """The training shards, samples per epoch and label bank; captions checked."""
+        from biotrove_cli.core.training.data import validate_captions
+
+        self.shards, self.num_samples, self.bank = resolve_data(self.cfg)
+        validate_captions(self.shards, self.cfg.data.text_type)
+
+    def find_checkpoint(self) -> None:
+        """The checkpoint to resume from; a fresh start refuses a run that has checkpoints."""
+        self.checkpoint_path = find_resume_checkpoint(self.run_dir, self.resume_spec)
+        if self.checkpoint_path is None and self.is_main:
+            refuse_to_overwrite(self.run_dir)
+
+    def setup_validation(self) -> None:
+        """The periodic zero-shot evaluation (rank 0): its data is checked before training."""
+        if self.validator_factory and self.cfg.data.val and self.is_main:
+            self.validator = self.validator_factory(self.cfg, self.device)
+
+    def setup_model(self) -> None:
+        """Seeded initial weights, the train transform and the tokenizer."""
+        import torch
+
+        torch.manual_seed(self.cfg.seed)
+        random.seed(self.cfg.seed)
+        self.model, self.transform, self.tokenizer = build_training_model(
+            self.cfg, self.device, self.precision
+        )
+
+    def setup_plan(self) -> None:
+        """This rank's data streams and the run's step counts (refused when they cannot work)."""
+        from biotrove_cli.core.training.model import image_size
+
+        self.plan, self.schedule = stream_plan(
+            self.cfg,
+            self.shards,
+            self.num_samples,
+            world_size=self.env.world_size,
+            rank=self.env.rank,
+            image_size=image_size(self.model),
+        )
+        self.total_steps = self.schedule.total_steps
+
+    def setup_optim(self) -> None:
+        """AdamW, the gradient scaler (float16 on CUDA) and the learning-rate schedule."""
+        from biotrove_cli.core.training.optim import make_optimizer, make_scaler, make_scheduler
+
+        self.optimizer = make_optimizer(self.cfg, self.model, self.precision)
+        self.scaler = make_scaler(self.precision, self.device)
+        self.scheduler = make_scheduler(self.cfg, self.optimizer, max(self.total_steps, 1))
+
+    def resume(self) -> None:
+        """Continue from the checkpoint found: weights, optimizer, scaler, position, RNGs."""
+        if self.checkpoint_path is None:
+            return
+        state = load_training_state(self.checkpoint_path, self.cfg_dict, self.allow_config_change)
+        unwrap(self.model).load_state_dict(state["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.global_step = int(state["step"])
+        self.epoch = int(state.get("epoch", 0))
+        self.batch_in_epoch = int(state.get("batch_in_epoch", 0))
+        warn_on_layout_change(state, self.plan.workers, self.env.world_size)
+        if self.batch_in_epoch >= self.plan.batches_per_epoch:
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+        if "rng" in state:
+            set_rng_state(state["rng"])
+        self.result.resumed_from = self.checkpoint_path
+
+    def setup_parallel(self) -> None:
+        """DDP across ranks, torch.compile, the contrastive loss and the autocast."""
+        import open_clip
+
+        self.train_model = parallelize(self.model, self.cfg, self.device, self.env.world_size)
+        self.loss_fn = open_clip.ClipLoss(
+            local_loss=self.cfg.local_loss,
+            gather_with_grad=self.cfg.gather_with_grad,
+            cache_labels=True,
+            rank=self.env.rank,
+            world_size=self.env.world_size,
+        )
+        self.autocast = autocast_for(self.precision, self.device)
+
+    def setup_run_folder(self) -> None:
+        """Rank 0 writes config, label bank and run.json and opens the metrics log."""
+        if self.is_main:
+            runlib.start_run_folder(
+                self.run_dir,
+                self.cfg,
+                self.bank,
+                world_size=self.env.world_size,
+                device=self.device,
+                precision=self.precision,
+                resumed_from=self.result.resumed_from,
+            )
+        barrier()
+        if self.is_main:
+            self.metrics_log = self._cleanup.enter_context(closing(runlib.MetricsLog(self.run_dir)))
+        self.callbacks.on_start(self._start_info())
+
+    def _start_info(self) -> dict[str, Any]:
+        world, cfg = self.env.world_size, self.cfg
+        return {
+            "run_dir": str(self.run_dir),
+            "total_steps": self.total_steps,
+            "start_step": self.global_step,
+            "steps_per_epoch": self.schedule.steps_per_epoch,
+            "world_size": world,
+            "device": self.device,
+            "precision": self.precision,
+            "num_samples": self.num_samples,
+            "shards": len(self.shards),
+            "resumed_from": str(self.result.resumed_from) if self.result.resumed_from else None,
+            "global_batch": cfg.data.batch_size * world * cfg.optim.accum,
+            "log_every": cfg.log_every,
+        }
+
+    # -- the loop --------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        """The loop: epochs of batches until the last step; run.json records how it ended."""
+        self.signals.install()
+        self._cleanup.callback(self.signals.restore)
+        self._t_log, self._samples_since_log = time.time(), 0
+        try:
+            done = self.global_step >= self.total_steps
+            self.model.train()
+            while not done and self.epoch < self.schedule.num_epochs:
+                done = self.train_epoch()
+                if self.batch_in_epoch >= self.plan.batches_per_epoch:
+                    self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+                self.save_checkpoint()
+                # val_every=0: evaluate at every epoch end; otherwise every val_every steps,
+                # and once more at the end when the last step was not one of those
+                if not self.cfg.val_every or (done and self.global_step % self.cfg.val_every):
+                    self.validate()
+            return self._finish()
+        except PreemptedError:
+            self._write_status("preempted")
+            raise
+        except TrainingError:
+            self._write_status("failed")
+            raise
+
+    def train_epoch(self) -> bool:
+        """This epoch's batches from the current position; True once the last step is done."""
+        from biotrove_cli.core.training.data import make_loader
+
+        loader = make_loader(
+            self.plan, self.epoch, self.batch_in_epoch, self.transform, self.tokenizer
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.accum_count = 0
+        for batch in loader:
+            self.batch_in_epoch = batch["batch"] + 1
+            self.result.bad_samples += batch.get("bad", 0)
+            self._stop_if_signalled(batch["batch"])
+            if any_rank(not batch["valid"], self.device):
+                self.result.skipped_nonfinite += 1  # no decodable image in this batch on some rank
+                continue
+            loss = self.step(batch)
+            if loss is None:
+                continue
+            self._after_step(loss, batch.get("text_type"))
+            if self.global_step >= self.total_steps:
+                return True
+        return False
+
+    def step(self, batch: dict[str, Any]) -> float | None:
+        """The loss step: forward, contrastive loss, backward, and an optimizer step once
+        ``optim.accum`` batches are in. The loss of that optimizer step, or None while
+        accumulating or when the loss was not finite (the step is skipped on every rank)."""
+        images, tokens = self._inputs(batch)
+        self.lr = self.scheduler(self.global_step)
+        with self.autocast():
+            out = self.train_model(images, tokens)
+            if isinstance(out, dict):
+                out = (out["image_features"], out["text_features"], out["logit_scale"])
+            loss = self.loss_fn(out[0], out[1], out[2]) / self.cfg.optim.accum
+        if not self._finite(loss):
+            return None
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+        self.accum_count += 1
+        self.result.samples += images.shape[0] * self.env.world_size
+        self._samples_since_log += images.shape[0] * self.env.world_size
+        if self.accum_count < self.cfg.optim.accum:
+            return None
+        self.accum_count = 0
+        self._optimizer_step()
+        self.global_step += 1
+        return float(loss.item()) * self.cfg.optim.accum
+
+    def _inputs(self, batch: dict[str, Any]) -> tuple[Any, Any]:
+        """Images (decoded on the device with ``data.decode=device``) and tokens, on device."""
+        import torch
+
+        if self.cfg.data.decode == "device":
+            from biotrove_cli.core.training.data import device_images
+
+            pc = unwrap(self.model).visual.preprocess_cfg
+            images = device_images(
+                batch["images"],
+                self.plan.image_size,
+                tuple(pc["mean"]),
+                tuple(pc["std"]),
+                torch.device(self.device),
+            )
+        else:
+            images = batch["images"].to(self.device, non_blocking=True)
+        tokens = batch["tokens"].to(self.device, non_blocking=True)
+        if self.precision in ("bf16", "pure_bf16"):
+            images = images.to(torch.bfloat16)
+        return images, tokens
+
+    def _finite(self, loss: Any) -> bool:
+        """False when the loss is not finite on some rank: the accumulated gradients are
+        dropped, and ``max_nonfinite`` in a row stop the run with an error."""
+        import torch
+
+        if not any_rank(not bool(torch.isfinite(loss).item()), self.device):
+            self.nonfinite_run = 0
+            return True
+        self.nonfinite_run += 1
+        self.result.skipped_nonfinite += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        self.accum_count = 0
+        log.warning(
+            "non-finite loss at step %d: step skipped (%d in a row)",
+            self.global_step,
+            self.nonfinite_run,
+        )
+        if self.nonfinite_run >= self.cfg.max_nonfinite:
+            raise TrainingError(
+                f"{self.nonfinite_run} non-finite losses in a row (last at step "
+                f"{self.global_step})",
+                hint="lower optim.lr, raise optim.warmup, or use precision=fp32; "
+                "the last good checkpoint is kept"
+                + (f" ({self.result.last_checkpoint})" if self.result.last_checkpoint else ""),
+            )
+        return False
+
+    def _optimizer_step(self) -> None:
+        import torch
+
+        if self.cfg.optim.grad_clip is not None:
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            unwrap(self.model).logit_scale.clamp_(0, math.log(100))
+
+    def _after_step(self, loss: float, text_type: str | None) -> None:
+        """Tally and report an optimizer step; save and validate when they are due."""
+        if self.result.first_loss is None:
+            self.result.first_loss = loss
+        self.result.last_loss = loss
+        if self.is_main:
+            self._report_step(loss, text_type)
+        step, cfg = self.global_step, self.cfg
+        if cfg.save_every and step % cfg.save_every == 0 and step < self.total_steps:
+            self.save_checkpoint()
+        if cfg.val_every and step % cfg.val_every == 0:
+            self.validate()
+
+    def _report_step(self, loss: float, text_type: str | None) -> None:
+        """Rank 0: the step to the callbacks; every ``log_every`` steps, to metrics.jsonl."""
+        import torch
+
+        now = time.time()
+        metrics = {
+            "kind": "train",
+            "step": self.global_step,
+            "epoch": self.epoch,
+            "loss": loss,
+            "lr": self.lr,
+            "logit_scale": float(unwrap(self.model).logit_scale.detach().exp()),
+            "samples_per_s": self._samples_since_log / max(now - self._t_log, 1e-9),
+            "text_type": text_type,
+            "total_steps": self.total_steps,
+        }
+        if is_cuda(self.device):
+            metrics["max_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
+        self.callbacks.on_step(metrics)
+        if self.global_step % self.cfg.log_every == 0 or self.global_step == self.total_steps:
+            metrics["time"] = runlib.now_iso()
+            metrics["bad_samples"] = self.result.bad_samples
+            self._log(metrics)
+            self._t_log, self._samples_since_log = now, 0
+
+    def _stop_if_signalled(self, batch: int) -> None:
+        """Save and stop (PreemptedError) when any rank got SIGTERM/SIGUSR1 (a collective)."""
+        if not any_rank(self.signals.received is not None, self.device):
+            return
+        self.batch_in_epoch = batch  # this batch was not trained on
+        self.save_checkpoint()
+        raise PreemptedError(
+            f"stopped by {self.signals.received or 'a signal on another rank'} at step "
+            f"{self.global_step}; checkpoint saved",
+            hint="requeue the job, or run the same command with --resume latest",
+        )
+
+    # -- checkpoints, validation, the end --------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        """Rank 0 saves the run's state at the current position; every rank waits for it."""
+        if self.is_main:
+            self.result.last_checkpoint = save_training_checkpoint(
+                self.run_dir,
+                model=unwrap(self.model),
+                optimizer=self.optimizer,
+                scaler=self.scaler,
+                cfg_dict=self.cfg_dict,
+                step=self.global_step,
+                epoch=self.epoch,
+                batch_in_epoch=self.batch_in_epoch,
+                data_info={
+                    "workers": self.plan.workers,
+                    "world_size": self.env.world_size,
+                    "batch_size": self.plan.batch_size,
+                },
+                keep_last=self.cfg.keep_last,
+            )
+            self.callbacks.on_checkpoint(self.result.last_checkpoint)
+        barrier()
+
+    def validate(self) -> None:
+        """Rank 0 scores the live model on ``data.val`` and logs it; every rank waits."""
+        if self.validator is not None:
+            self.model.eval()
+            try:
+                result = self.validator(unwrap(self.model), self.global_step)
+            finally:
+                self.model.train()
+            record = {"kind": "eval", "step": self.global_step, "epoch": self.epoch, **result}
+            self.result.last_eval = record
+            self._log(record)
+            self.callbacks.on_eval(record)
+        barrier()
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.metrics_log is not None:
+            self.metrics_log.write(record)
+
+    def _write_status(self, status: str) -> None:
+        if self.is_main:
+            runlib.write_run_json(self.run_dir, status=status, steps=self.global_step)
+
+    def _finish(self) -> TrainResult:
+        result = self.result
+        result.steps, result.epochs_done = self.global_step, self.epoch
+        result.seconds = time.time() - self.t_start
+        if self.is_main:
+            runlib.write_run_json(
+                self.run_dir, status="finished", finished=runlib.now_iso(), steps=self.global_step
+            )
+            self.callbacks.on_end(result)
+        return result
+
+    def close(self) -> None:
+        """Restore the signal handlers, close the metrics log, leave the process group (one
+        this Trainer joined; never one its caller set up)."""
+        self._cleanup.close()
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def train(cfg: TrainConfig, **options: Any) -> TrainResult:
+    """Train (or continue) a run: a :class:`Trainer` (``options`` are its keyword arguments)
+    set up, run and closed. Every rank calls this; rank 0 reports and writes."""
+    with Trainer(cfg, **options) as trainer:
+        trainer.setup()
+        return trainer.run()
