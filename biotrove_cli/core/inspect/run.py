@@ -7,8 +7,7 @@ from typing import Any
 
 from biotrove_cli.core.errors import InputError
 from biotrove_cli.core.inspect.report import Report
-from biotrove_cli.core.layout import RUN_CONFIG as CONFIG
-from biotrove_cli.core.layout import RUN_LABELS as LABELS
+from biotrove_cli.core.layout import RUN_CONFIG, RUN_LABELS
 from biotrove_cli.core.training.run import read_metrics, read_run_json
 
 
@@ -19,7 +18,7 @@ def describe_run(path: Path):
         raise InputError(f"{path}: not a run folder")
     rep = Report("run", f"{path.name}: training run")
     info = read_run_json(path)
-    cfg_text = (path / CONFIG).read_text() if (path / CONFIG).is_file() else ""
+    cfg_text = (path / RUN_CONFIG).read_text() if (path / RUN_CONFIG).is_file() else ""
     cfg: dict[str, Any] = {}
     if cfg_text:
         import yaml
@@ -65,9 +64,9 @@ def describe_run(path: Path):
         for key, value in last.items():
             if key.startswith("top1_"):
                 rep.add("zero-shot (last eval)", key, round(value, 4))
-    if (path / LABELS).is_file():
+    if (path / RUN_LABELS).is_file():
         from biotrove_cli.core.taxonomy.labelbank import LabelBank
 
-        rep.add("labels", "species", len(LabelBank.load(path / LABELS)))
+        rep.add("labels", "species", len(LabelBank.load(path / RUN_LABELS)))
     rep.document = {"run": info, "config": cfg, "checkpoints": [p.name for p in ckpts]}
     return rep

@@ -1,1 +1,2 @@
-"""Training: the config, the data pipeline, the loop, and the torchrun worker entry."""
+"""Training: the config, the plan and data pipeline, the Trainer (model, optimiser, checkpoint
+state, signals) and the launch of its processes."""

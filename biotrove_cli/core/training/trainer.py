@@ -21,6 +21,9 @@ in attributes, and :meth:`Trainer.run` is only the loop::
     with Trainer(cfg, callbacks=...) as trainer:
         trainer.setup()
         result = trainer.run()
+
+(One job, so one module of a little over 500 lines, most of them docstrings; the pieces it
+calls live in model, optim, state, plan, signals and run.)
 """
 
 from __future__ import annotations
