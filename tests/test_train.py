@@ -292,7 +292,7 @@ def _worker_pids(parent: int) -> dict[int, int]:
             env = (d / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if "biotrove_cli.cli._worker" not in cmd:
+        if "biotrove_cli.cli.workers" not in cmd:
             continue
         envd = dict(e.decode().split("=", 1) for e in env if b"=" in e)
         if envd.get("TORCHELASTIC_RUN_ID") and "RANK" in envd:

@@ -107,7 +107,7 @@ def completion_script(shell: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; every error ends here."""
     args = list(sys.argv[1:] if argv is None else argv)
-    debug = os.environ.get("BIOTROVE_DEBUG", "").lower() not in ("", "0", "false", "no")
+    debug = console.debug_enabled()
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=args, prog_name="biotrove", standalone_mode=False)

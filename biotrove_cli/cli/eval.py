@@ -1,12 +1,8 @@
-"""``biotrove eval``: zero-shot accuracy at every taxonomic rank, in one pass per model.
-
-Also the entry point torchrun starts on each rank for ``--nproc-per-node N``:
-``python -m biotrove_cli.cli.eval --worker-config CFG.json --worker-result OUT.json``.
-"""
+"""``biotrove eval``: zero-shot accuracy at every taxonomic rank, in one pass per model
+(``--nproc-per-node N`` runs the ranks through torchrun: :mod:`biotrove_cli.cli.workers`)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -23,13 +19,13 @@ from biotrove_cli.cli.options import (
     PrecisionChoice,
     PrecisionOpt,
 )
+from biotrove_cli.cli.workers import MODULE as WORKER_MODULE
 from biotrove_cli.output import console
 from biotrove_cli.output.render import Format
 
 DATA = "Data"
 SCORING = "Scoring"
 REPORTS = "Reports"
-WORKER_MODULE = "biotrove_cli.cli.eval"  # this module: what torchrun starts on each rank
 
 
 # long only by its option declarations (Typer reads them from the signature); the body is
@@ -236,8 +232,7 @@ def eval_cmd(
         payload = run_eval(
             cfg,
             nproc=nproc_per_node,
-            worker_module=WORKER_MODULE,
-            worker_args=["--quiet"] if console.STATE.quiet else [],
+            worker=(WORKER_MODULE, "eval", *(["--quiet"] if console.STATE.quiet else [])),
         )
     else:
         console.step(
@@ -247,29 +242,3 @@ def eval_cmd(
         with progress.progress("eval", unit="images") as cb:
             payload = run_eval(cfg, cb)
     render_eval(payload, fmt, output)
-
-
-# -- the distributed worker ----------------------------------------------------------------------
-def _worker_main(argv: list[str] | None = None) -> int:
-    """One torchrun rank: join the group, evaluate its share, rank 0 writes the result file."""
-    import argparse
-    import functools
-
-    parser = argparse.ArgumentParser(prog="biotrove-eval-worker")
-    parser.add_argument("--worker-config", required=True, type=Path)
-    parser.add_argument("--worker-result", required=True, type=Path)
-    parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args(argv)
-    console.configure(quiet=args.quiet)
-    from biotrove_cli.cli._worker import worker_boundary
-    from biotrove_cli.core.evaluation.run import run_worker
-    from biotrove_cli.output import progress
-
-    open_progress = functools.partial(progress.progress, "eval", unit="images")
-    return worker_boundary(
-        lambda: run_worker(args.worker_config, args.worker_result, open_progress)
-    )
-
-
-if __name__ == "__main__":
-    sys.exit(_worker_main())

@@ -220,6 +220,7 @@ def train_cmd(
         emit(report, format, output, title="Training plan (dry run)", columns=["key", "value"])
         return
 
+    from biotrove_cli.cli.workers import MODULE as WORKER_MODULE
     from biotrove_cli.core.training.launch import launch_training
     from biotrove_cli.output.train_progress import TrainReporter
 
@@ -231,6 +232,7 @@ def train_cmd(
             allow_config_change=allow_config_change,
             quiet=console.STATE.quiet,
             callbacks=reporter,
+            worker=(WORKER_MODULE, "train"),
         )
     title = f"Training run {Path(cfg.run_dir)}"
     emit(summary, format, output, title=title, columns=["key", "value"])

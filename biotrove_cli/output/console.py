@@ -111,6 +111,13 @@ def error(message: str, hint: str | None = None) -> None:
         err().print(f"[bold]Hint:[/] {escape(hint)}")
 
 
+def debug_enabled() -> bool:
+    """``BIOTROVE_DEBUG`` set (and not 0/false/no): error boundaries re-raise for the traceback."""
+    import os
+
+    return os.environ.get("BIOTROVE_DEBUG", "").lower() not in ("", "0", "false", "no")
+
+
 def stdout_is_tty() -> bool:
     try:
         return sys.stdout.isatty()

@@ -27,8 +27,7 @@ def run_eval(
     progress: ProgressFn | None = None,
     *,
     nproc: int = 1,
-    worker_module: str = "",
-    worker_args: Sequence[str] = (),
+    worker: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Evaluate and return the payload to render (see ``EvalResult.payload``).
 
@@ -36,21 +35,20 @@ def run_eval(
         progress: the ``(done, total)`` callback of a single-process run (torchrun workers
             report their own).
         nproc: processes through torchrun; 1 runs in this process.
-        worker_module: the module torchrun starts on each rank; it parses
-            ``--worker-config FILE --worker-result FILE`` and the ``worker_args``, and calls
-            :func:`run_worker`.
-        worker_args: extra arguments for every worker (e.g. ``--quiet``).
+        worker: what torchrun starts on each rank: a module and its arguments (e.g.
+            ``--quiet``), to which ``--worker-config FILE --worker-result FILE`` are added; it
+            calls :func:`run_worker`.
     """
     if nproc > 1:
-        return _run_distributed(cfg, nproc, worker_module, worker_args)
+        if not worker:
+            raise ValueError("run_eval: more than one process needs a worker module")
+        return _run_distributed(cfg, nproc, worker)
     result = evaluate(cfg, progress)
     assert result is not None  # a single process is rank 0
     return result.payload()
 
 
-def _run_distributed(
-    cfg: EvalConfig, nproc: int, worker_module: str, worker_args: Sequence[str]
-) -> dict[str, Any]:
+def _run_distributed(cfg: EvalConfig, nproc: int, worker: Sequence[str]) -> dict[str, Any]:
     import tempfile
 
     from biotrove_cli.core.distributed.launch import LaunchConfig, LaunchError, launch
@@ -60,9 +58,10 @@ def _run_distributed(
         cfg_path = Path(tmp) / "config.json"
         result_path = Path(tmp) / "result.json"
         atomic_write_json(cfg_path, cfg.to_dict())
-        args = [WORKER_CONFIG, str(cfg_path), WORKER_RESULT, str(result_path), *worker_args]
+        module, *args = worker
+        args += [WORKER_CONFIG, str(cfg_path), WORKER_RESULT, str(result_path)]
         try:
-            launch(worker_module, args, LaunchConfig(nproc_per_node=nproc))
+            launch(module, args, LaunchConfig(nproc_per_node=nproc))
         except LaunchError as exc:
             raise LaunchError(
                 exc.message, hint="the failing rank's error is printed above; fix it and rerun"
@@ -81,19 +80,18 @@ def run_worker(
         open_progress: opens the progress callback around the image passes (the caller's
             progress bar); None reports nothing.
     """
-    from biotrove_cli.core.distributed.env import destroy_process_group, init_process_group
+    from biotrove_cli.core.distributed.env import process_group
     from biotrove_cli.core.io import atomic_write_json, read_json
+    from biotrove_cli.core.runtime import device_type
 
     cfg = EvalConfig.from_dict(read_json(config_path))
-    device_type = "cuda" if cfg.device.startswith("cuda") else "cpu"
-    env = init_process_group(device_type)
-    if device_type == "cuda":
-        import torch
+    with process_group(device_type(cfg.device)) as env:
+        if device_type(cfg.device) == "cuda":
+            import torch
 
-        cfg.device = f"cuda:{env.local_rank}"
-        torch.cuda.set_device(env.local_rank)
-    with open_progress() if open_progress is not None else contextlib.nullcontext() as cb:
-        result = evaluate(cfg, cb, rank=env.rank, world_size=env.world_size)
-    if result is not None:
-        atomic_write_json(result_path, result.payload())
-    destroy_process_group()
+            cfg.device = f"cuda:{env.local_rank}"
+            torch.cuda.set_device(env.local_rank)
+        with open_progress() if open_progress is not None else contextlib.nullcontext() as cb:
+            result = evaluate(cfg, cb, rank=env.rank, world_size=env.world_size)
+        if result is not None:
+            atomic_write_json(result_path, result.payload())

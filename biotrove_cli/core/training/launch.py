@@ -12,10 +12,6 @@ from biotrove_cli.core.distributed.launch import LaunchConfig
 from biotrove_cli.core.training.config import TrainConfig
 from biotrove_cli.core.training.hooks import Callbacks, TrainResult
 
-#: The module torchrun starts on every rank (the CLI's: it owns the error boundary and the
-#: progress reporter of a worker, and calls :func:`run_worker`).
-WORKER_MODULE = "biotrove_cli.cli._worker"
-
 
 def launch_training(
     cfg: TrainConfig,
@@ -25,11 +21,14 @@ def launch_training(
     allow_config_change: bool = False,
     quiet: bool = False,
     callbacks: Callbacks | None = None,
+    worker: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
     """Train ``cfg`` in this process or in torchrun workers; the run's summary records.
 
     ``callbacks`` report progress when this process trains (one process); torchrun workers
-    report through their own. ``quiet`` is handed on to the workers.
+    report through their own. ``worker`` is what torchrun starts on every rank: a module and
+    its leading arguments (the CLI's worker entry, which owns a worker's error boundary and
+    progress and calls :func:`run_worker`); ``quiet`` is handed on to the workers.
 
     Raises:
         LaunchError / PreemptedError: a worker failed or the job was stopped (torchrun).
@@ -48,7 +47,10 @@ def launch_training(
             callbacks=callbacks,
         )
     else:
-        args = ["--config", str(config_path)]
+        if not worker:
+            raise ValueError("launch_training: more than one process needs a worker module")
+        module, *args = worker
+        args += ["--config", str(config_path)]
         if resume:
             args += ["--resume", resume]
         if allow_config_change:
@@ -58,7 +60,7 @@ def launch_training(
         (callbacks or Callbacks()).on_launch(
             {"nproc_per_node": launch_cfg.nproc_per_node, "backend": _backend()}
         )
-        launch(WORKER_MODULE, args, launch_cfg)
+        launch(module, args, launch_cfg)
     return summarize(run_dir)
 
 

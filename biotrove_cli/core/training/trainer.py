@@ -1,6 +1,6 @@
 """The Trainer: one process of a (possibly distributed) CLIP training run.
 
-Run directly for one process, by torchrun workers (``biotrove_cli.cli._worker``), or inside a
+Run directly for one process, by torchrun workers (``biotrove_cli.cli.workers``), or inside a
 process group someone else set up (Ray Train's workers): that group is used and left up at the
 end, while the one torchrun describes is joined and destroyed here. Only rank 0 writes files and
 reports; every rank takes the same decisions (skip a step, stop, save) by reducing flags across
