@@ -102,7 +102,7 @@ _biotrove() {
         train:--steps) COMPREPLY=($(compgen -f -- "$cur")); return;;
         train:--batch-size) COMPREPLY=($(compgen -f -- "$cur")); return;;
         train:--workers) COMPREPLY=($(compgen -f -- "$cur")); return;;
-        train:--precision) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        train:--precision) COMPREPLY=($(compgen -W "auto fp32 amp amp_bf16 bf16 pure_bf16" -- "$cur")); return;;
         train:--device) COMPREPLY=($(compgen -f -- "$cur")); return;;
         train:--seed) COMPREPLY=($(compgen -f -- "$cur")); return;;
         train:--nproc-per-node) COMPREPLY=($(compgen -f -- "$cur")); return;;

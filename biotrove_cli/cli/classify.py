@@ -14,10 +14,12 @@ from biotrove_cli.cli.options import (
     DeviceOpt,
     FormatOpt,
     LabelsOpt,
+    ModelOpt,
     OutputOpt,
     PrecisionChoice,
     PrecisionOpt,
     RankChoice,
+    RankOpt,
 )
 from biotrove_cli.output.render import Format
 
@@ -35,16 +37,7 @@ def classify_cmd(
             show_default=False,
         ),
     ],
-    model: Annotated[
-        str,
-        typer.Option(
-            "--model",
-            "-m",
-            metavar="MODEL",
-            help="Checkpoint (.pt), exported folder, run folder, clip-o|clip-b|clip-m, "
-            "hf-hub:org/repo or ARCH:TAG.",
-        ),
-    ] = "clip-o",
+    model: ModelOpt = "clip-o",
     labels: LabelsOpt = None,
     within: Annotated[
         str | None,
@@ -64,14 +57,7 @@ def classify_cmd(
             rich_help_panel=LABELS,
         ),
     ] = None,
-    rank: Annotated[
-        RankChoice,
-        typer.Option(
-            "--rank",
-            case_sensitive=False,
-            help="Rank to predict; higher ranks sum their species' probabilities.",
-        ),
-    ] = RankChoice.species,
+    rank: RankOpt = RankChoice.species,
     k: Annotated[int, typer.Option("-k", "--top-k", min=1, help="Predictions per image.")] = 5,
     min_confidence: Annotated[
         float | None,

@@ -11,7 +11,7 @@ import os
 import shlex
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import click
 import typer
@@ -62,7 +62,6 @@ def demo_cmd(
     t0 = time.time()
     out = Path(os.path.relpath(out)) if not out.is_absolute() else out  # short paths in tables
     nproc = nproc or (2 if (os.cpu_count() or 1) >= 2 else 1)
-    shards, run, model = out / "shards", out / "run", out / "model"
 
     console.step(f"1/6 building the sample world in {out}")
     console.info(
@@ -74,101 +73,60 @@ def demo_cmd(
         world = demolib.build_world(out, species, images_per_species, seed=seed, progress=tick)
     console.info(f"    {world.n_images} photos in {world.images}, metadata in {world.metadata}")
 
-    console.step("2/6 shard: metadata + photos -> WebDataset shards (train/val/unseen)")
-    _run(
-        [
-            "shard",
-            str(world.metadata),
-            "--images",
-            str(world.images),
-            "--out",
-            str(shards),
-            "--image-size",
-            "96",
-            "--val-fraction",
-            "0.2",
-            "--min-per-species",
-            str(demolib.MIN_PER_SPECIES),
-            "--samples-per-shard",
-            "64",
-            "--seed",
-            str(seed),
-        ]
-    )
-
-    console.step(
-        f"3/6 train: the tiny CLIP for {steps} steps"
-        + (f", {nproc} processes through torchrun (gloo)" if nproc > 1 else "")
-    )
-    train_args = [
-        "train",
-        "--preset",
-        "tiny",
-        "--data",
-        str(shards),
-        "--val-data",
-        str(shards),
-        "--run-dir",
-        str(run),
-        "--steps",
-        str(steps),
-        "--nproc-per-node",
-        str(nproc),
-        "--batch-size",
-        str(64 // nproc),
-        "--workers",
-        "0",
-        "--seed",
-        str(seed),
-        f"val_every={max(1, steps // 3)}",
-        f"save_every={max(1, steps // 6)}",
-    ]
-    if any((run / "checkpoints").glob("step-*.pt")):
-        train_args += ["--resume", "latest"]
-    _run(train_args)
-
-    console.step("4/6 eval: zero-shot accuracy at every rank on the held-out val split")
-    _run(
-        [
-            "eval",
-            "--model",
-            str(run),
-            "--data",
-            str(shards),
-            "--split",
-            "val",
-            "--per-class",
-            str(out / "eval-per-class.csv"),
-        ]
-    )
-
-    console.step(
-        f"5/6 classify: the field photos in {world.photos} (what they show: "
-        f"{out / 'photos-truth.csv'})"
-    )
-    _run(["classify", str(world.photos), "--model", str(run), "-k", "3"])
-
-    console.step("6/6 export: a portable, verified model bundle with its label bank")
-    _run(["export", str(run), "--out", str(model), "--force"])
+    steps_run = _steps(out, world, steps=steps, nproc=nproc, seed=seed)
+    for number, (title, args) in enumerate(steps_run, start=2):
+        console.step(f"{number}/6 {title}")
+        _run(args)
 
     console.step(f"done in {time.time() - t0:.0f}s. What the demo wrote:")
     for path, what in (
         (world.images, "synthetic photos"),
         (world.metadata, "their metadata"),
-        (shards, "shards"),
-        (run, "training run"),
-        (model, "exported model"),
+        (out / "shards", "shards"),
+        (out / "run", "training run"),
+        (out / "model", "exported model"),
         (out / "eval-per-class.csv", "per-class eval"),
     ):
         console.info(f"    {path}  ({what})")
     console.info("Inspect any of them with `biotrove info PATH`. Repeat a step by hand:")
-    for cmd in (
-        f"biotrove shard {world.metadata} --images {world.images} --out {shards} "
-        f"--image-size 96 --val-fraction 0.2 --min-per-species {demolib.MIN_PER_SPECIES}",
-        f"biotrove train --preset tiny --data {shards} --val-data {shards} --run-dir {run} "
-        f"--steps {steps} --nproc-per-node {nproc}" + (" --resume latest" if run.exists() else ""),
-        f"biotrove eval --model {run} --data {shards} --split val --mode both",
-        f"biotrove classify {world.photos} --model {model} --min-confidence 0.5",
-        f"biotrove export {run} --out {model} --force",
-    ):
-        console.info(f"    {cmd}")
+    for _, args in steps_run:
+        console.info("    biotrove " + " ".join(shlex.quote(a) for a in args))
+
+
+def _steps(
+    out: Path, world: Any, *, steps: int, nproc: int, seed: int
+) -> list[tuple[str, list[str]]]:
+    """The demo's commands after the sample world, each as (title, arguments): the one list
+    that is run and then printed for repeating a step by hand."""
+    from biotrove_cli.core import demo as demolib
+    from biotrove_cli.core.models.checkpoint import list_checkpoints
+
+    shards, run, model = str(out / "shards"), out / "run", str(out / "model")
+    shard = ["shard", str(world.metadata), "--images", str(world.images), "--out", shards]
+    shard += ["--image-size", "96", "--val-fraction", "0.2"]
+    shard += ["--min-per-species", str(demolib.MIN_PER_SPECIES), "--samples-per-shard", "64"]
+    shard += ["--seed", str(seed)]
+    train = ["train", "--preset", "tiny", "--data", shards, "--val-data", shards]
+    train += ["--run-dir", str(run), "--steps", str(steps), "--nproc-per-node", str(nproc)]
+    train += ["--batch-size", str(64 // nproc), "--workers", "0", "--seed", str(seed)]
+    train += [f"val_every={max(1, steps // 3)}", f"save_every={max(1, steps // 6)}"]
+    if list_checkpoints(run):
+        train += ["--resume", "latest"]
+    per_class = str(out / "eval-per-class.csv")
+    evaluate = ["eval", "--model", str(run), "--data", shards, "--split", "val"]
+    evaluate += ["--per-class", per_class]
+    torchrun = f", {nproc} processes through torchrun (gloo)" if nproc > 1 else ""
+    truth = out / "photos-truth.csv"
+    return [
+        ("shard: metadata + photos -> WebDataset shards (train/val/unseen)", shard),
+        (f"train: the tiny CLIP for {steps} steps{torchrun}", train),
+        ("eval: zero-shot accuracy at every rank on the held-out val split", evaluate),
+        (
+            f"classify: the field photos in {world.photos} (what they show: {truth})",
+            ["classify", str(world.photos), "--model", str(run), "-k", "3"],
+        ),
+        (
+            "export: a portable, verified model bundle with its label bank",
+            ["export", str(run), "--out", model, "--force"],
+        ),
+    ]

@@ -15,6 +15,7 @@ from biotrove_cli.cli.options import (
     FormatOpt,
     LabelsOpt,
     ModeChoice,
+    ModelsOpt,
     OutputOpt,
     PrecisionChoice,
     PrecisionOpt,
@@ -31,16 +32,7 @@ REPORTS = "Reports"
 # long only by its option declarations (Typer reads them from the signature); the body is
 # flags -> EvalConfig -> run_eval -> render_eval
 def eval_cmd(
-    model: Annotated[
-        list[str],
-        typer.Option(
-            "--model",
-            "-m",
-            metavar="MODEL",
-            help="Checkpoint, exported folder, run folder, clip-o|clip-b|clip-m, hf-hub:org/repo "
-            "or ARCH:TAG. Repeat to compare models side by side.",
-        ),
-    ],
+    model: ModelsOpt,
     data: Annotated[
         str,
         typer.Option(

@@ -1,4 +1,6 @@
-"""Shared option types: the same flag means the same thing in every command."""
+"""Every shared option type and its choice enum: the same flag means the same thing in every
+command, and is declared once here (``--workers`` once per meaning: decoding workers of eval and
+classify, writer processes of shard, data workers of train)."""
 
 from __future__ import annotations
 
@@ -31,11 +33,11 @@ OutputOpt = Annotated[
     ),
 ]
 DeviceOpt = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--device",
         metavar="DEVICE",
-        help="cpu, cuda, cuda:N or auto (cuda when available).",
+        help="cpu, cuda, cuda:N, mps or auto (cuda, then mps, when available).",
         rich_help_panel="Compute",
     ),
 ]
@@ -43,12 +45,25 @@ BatchSizeOpt = Annotated[
     int,
     typer.Option("--batch-size", min=1, help="Images per forward pass.", rich_help_panel="Compute"),
 ]
-WorkersOpt = Annotated[
-    int,
+WriterWorkersOpt = Annotated[
+    int | None,
     typer.Option(
         "--workers",
         min=0,
-        help="Image decoding worker processes (0 = in-process).",
+        metavar="N",
+        help="Writer processes (0 or 1 = in this process). Default: CPU cores, up to 8.",
+        show_default=False,
+        rich_help_panel="Compute",
+    ),
+]
+DataWorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=0,
+        metavar="N",
+        help="Data loading workers per process (0 = in the training process).",
+        show_default=False,
         rich_help_panel="Compute",
     ),
 ]
@@ -59,7 +74,17 @@ ModelOpt = Annotated[
         "-m",
         metavar="MODEL",
         help="Checkpoint (.pt), exported folder, run folder, clip-o|clip-b|clip-m, "
-        "hf-hub:org/repo or ARCH:TAG (e.g. ViT-B-16:openai, biotrove-tiny:random).",
+        "hf-hub:org/repo or ARCH:TAG.",
+    ),
+]
+ModelsOpt = Annotated[
+    list[str],
+    typer.Option(
+        "--model",
+        "-m",
+        metavar="MODEL",
+        help="Checkpoint, exported folder, run folder, clip-o|clip-b|clip-m, hf-hub:org/repo "
+        "or ARCH:TAG. Repeat to compare models side by side.",
     ),
 ]
 LabelsOpt = Annotated[
@@ -96,7 +121,11 @@ class RankChoice(str, Enum):
 
 RankOpt = Annotated[
     RankChoice,
-    typer.Option("--rank", case_sensitive=False, help="Taxonomic rank to report."),
+    typer.Option(
+        "--rank",
+        case_sensitive=False,
+        help="Rank to predict; higher ranks sum their species' probabilities.",
+    ),
 ]
 
 
@@ -133,6 +162,28 @@ PrecisionOpt = Annotated[
         case_sensitive=False,
         help="auto = bf16 autocast on CUDA, fp32 on CPU; bf16 on CPU runs a bf16 copy of the "
         "image tower (fast on CPUs with AMX, slightly different scores).",
+        rich_help_panel="Compute",
+    ),
+]
+
+
+# -- training ------------------------------------------------------------------------------------
+class TrainPrecisionChoice(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    amp = "amp"
+    amp_bf16 = "amp_bf16"
+    bf16 = "bf16"
+    pure_bf16 = "pure_bf16"
+
+
+TrainPrecisionOpt = Annotated[
+    TrainPrecisionChoice | None,
+    typer.Option(
+        "--precision",
+        case_sensitive=False,
+        help="auto = amp_bf16 on CUDA, fp32 on CPU.",
+        show_default=False,
         rich_help_panel="Compute",
     ),
 ]

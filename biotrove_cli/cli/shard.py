@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from biotrove_cli.cli.options import FormatOpt, OutputOpt
+from biotrove_cli.cli.options import FormatOpt, OutputOpt, WriterWorkersOpt
 from biotrove_cli.output.render import Format
 
 EPILOG = (
@@ -161,16 +161,7 @@ def shard_cmd(
             rich_help_panel=SCALE,
         ),
     ] = "0",
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            "--workers",
-            min=0,
-            help="Writer processes (0 or 1 = in this process). Default: CPU cores, up to 8.",
-            show_default=False,
-            rich_help_panel=SCALE,
-        ),
-    ] = None,
+    workers: WriterWorkersOpt = None,
     part: Annotated[
         str,
         typer.Option(

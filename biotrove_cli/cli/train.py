@@ -7,7 +7,13 @@ from typing import Annotated, Any
 
 import typer
 
-from biotrove_cli.cli.options import FormatOpt, OutputOpt
+from biotrove_cli.cli.options import (
+    DataWorkersOpt,
+    DeviceOpt,
+    FormatOpt,
+    OutputOpt,
+    TrainPrecisionOpt,
+)
 from biotrove_cli.output.render import Format
 
 LAUNCH = "Launch (torchrun)"
@@ -85,21 +91,9 @@ def train_cmd(
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", min=1, help="Per process.", rich_help_panel=CONFIG)
     ] = None,
-    workers: Annotated[
-        int | None,
-        typer.Option("--workers", min=0, help="Data workers per process.", rich_help_panel=CONFIG),
-    ] = None,
-    precision: Annotated[
-        str | None,
-        typer.Option(
-            "--precision",
-            help="auto, fp32, amp, amp_bf16, bf16, pure_bf16.",
-            rich_help_panel=CONFIG,
-        ),
-    ] = None,
-    device: Annotated[
-        str | None, typer.Option("--device", help="auto, cpu or cuda.", rich_help_panel=CONFIG)
-    ] = None,
+    workers: DataWorkersOpt = None,
+    precision: TrainPrecisionOpt = None,
+    device: DeviceOpt = None,
     seed: Annotated[int | None, typer.Option("--seed", rich_help_panel=CONFIG)] = None,
     compile: Annotated[
         bool | None,
@@ -187,7 +181,7 @@ def train_cmd(
         "max_steps": steps,
         "data.batch_size": batch_size,
         "data.workers": workers,
-        "precision": precision,
+        "precision": precision.value if precision else None,
         "device": device,
         "seed": seed,
         "model.compile": compile,

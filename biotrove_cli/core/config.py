@@ -267,9 +267,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 # -- presets --------------------------------------------------------------------------------------
-def list_presets(kind: str = "train") -> list[str]:
-    folder = PRESET_DIR
-    return sorted(p.stem for p in folder.glob("*.yaml"))
+def list_presets() -> list[str]:
+    """The names of the training presets shipped in the package."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
 def preset_path(name: str) -> Path:

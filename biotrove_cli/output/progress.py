@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from rich.progress import (
     BarColumn,
@@ -15,9 +15,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from biotrove_cli.core.runtime import ProgressFn
 from biotrove_cli.output import console
-
-ProgressFn = Callable[[int, int], None]
 
 
 def enabled() -> bool:

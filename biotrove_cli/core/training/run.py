@@ -34,9 +34,11 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def default_run_dir(data: str) -> Path:
+def default_run_dir(name: str) -> Path:
+    """``runs/NAME-TIMESTAMP`` (NAME: the preset, else the architecture)."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"run-{stamp}"
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "run"
+    return Path("runs") / f"{safe}-{stamp}"
 
 
 def read_run_json(run_dir: Path) -> dict[str, Any]:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import time
 from collections.abc import Callable
@@ -41,7 +40,13 @@ from typing import Any
 from biotrove_cli.core import config as configlib
 from biotrove_cli.core.distributed.env import any_rank, barrier, dist_env, process_group
 from biotrove_cli.core.errors import PreemptedError, TrainingError
-from biotrove_cli.core.runtime import device_type, is_cuda, resolve_device, resolve_precision
+from biotrove_cli.core.runtime import (
+    device_type,
+    is_cuda,
+    resolve_device,
+    resolve_precision,
+    training_threads,
+)
 from biotrove_cli.core.training import run as runlib
 from biotrove_cli.core.training.config import TrainConfig
 from biotrove_cli.core.training.hooks import Callbacks, TrainResult, Validator
@@ -143,16 +148,12 @@ class Trainer:
         if is_cuda(self.device):
             torch.cuda.set_device(self.device)
         else:
-            torch.set_num_threads(self._threads or self._cpu_share())
+            torch.set_num_threads(
+                self._threads or training_threads(self.env.local_world_size, self.cfg.data.workers)
+            )
         self.precision = resolve_precision(self.cfg.precision, self.device, training=True)
         if self.env.restart_count > 0 and self.resume_spec is None:
             self.resume_spec = "auto"  # torchrun restarted us after a failure: continue the run
-
-    def _cpu_share(self) -> int:
-        # the node's cores are shared by its training processes and their data workers;
-        # more intra-op threads than cores stall every operator (oversubscribed OpenMP)
-        per_process = (os.cpu_count() or 1) // self.env.local_world_size
-        return max(1, per_process - min(self.cfg.data.workers, 1))
 
     def setup_data(self) -> None:
         """The training shards, samples per epoch and label bank; captions checked."""
