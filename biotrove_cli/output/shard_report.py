@@ -47,7 +47,10 @@ class Phases:
 def report(result: ShardResult) -> None:
     """The bad samples, what was written and whether the dataset is complete (stderr)."""
     for f in result.failed_samples[:5]:
-        console.warn(f"{f['reason']}: {f['key']} ({f['source']})")
+        # the detail says more where the source alone does not (ambiguous, unsupported)
+        why = f.get("detail") if f["reason"] in ("ambiguous", "unsupported") else None
+        why = why or f["source"]
+        console.warn(f"{f['reason']}: {f['key']} ({why})")
     failed = sum(s.failed for s in result.splits)
     if failed:
         console.warn(

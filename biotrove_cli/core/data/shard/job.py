@@ -2,15 +2,15 @@
 
 The job runs in four steps:
 
-1. **Plan** (:func:`.plan.make_plan`): read the metadata, drop rows without a species and exact
-   duplicate photos, keep the ``--categories``, set rare species aside into ``unseen``
-   (``--min-per-species``), cap frequent ones (``--max-per-species``), split the rest into
-   ``train``/``val`` by sample, shuffle, and cut every split into units of
-   ``--samples-per-shard``. The plan is a pure function of the metadata rows, the arguments and
-   the seed (rows are sorted by photo identity first, so file order does not matter either):
-   every rerun, and every ``--part K/N`` on N machines, computes the same plan without talking
-   to the others. Its fingerprint lands in ``plan.json``; an output folder holding another plan
-   is refused before any work.
+1. **Plan** (:func:`.plan.make_plan`): read the metadata, drop rows without a species, exact
+   duplicate photos and photos whose rows disagree on the species, keep the ``--categories``,
+   set rare species aside into ``unseen`` (``--min-per-species``), cap frequent ones
+   (``--max-per-species``), split the rest into ``train``/``val`` by sample, shuffle, and cut
+   every split into units of ``--samples-per-shard``. The plan is a pure function of the
+   metadata rows, the arguments and the seed (rows are sorted by photo identity first, so file
+   order does not matter either): every rerun, and every ``--part K/N`` on N machines, computes
+   the same plan without talking to the others. Its fingerprint lands in ``plan.json``; an
+   output folder holding another plan is refused before any work.
 2. **Download** (optional, :mod:`.sources`, :mod:`..download`): fetch the photos of this
    part's units that are not on disk.
 3. **Write** (:func:`.unit.write_unit`, :mod:`.pool`): each unit becomes
@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from biotrove_cli.core.data.images import WEB_IMAGE_SUFFIXES
+from biotrove_cli.core.data.images import IMAGE_SUFFIXES
 from biotrove_cli.core.data.shard.config import ShardConfig
 from biotrove_cli.core.data.shard.files import read_json
 from biotrove_cli.core.data.shard.finalize import SplitSummary, finalize, prepare_output, summarize
@@ -186,7 +187,7 @@ def _log_plan(plan: ShardPlan) -> None:
         f"{plural(len(plan.units), 'shard')}"
         + "".join(
             f", {sel[k]} {k.replace('_', ' ')}"
-            for k in ("duplicates", "no_species", "outside_categories", "capped")
+            for k in ("duplicates", "conflicting", "no_species", "outside_categories", "capped")
             if sel.get(k)
         )
         + (
@@ -258,12 +259,22 @@ def _find_photos(
             raise _interrupted(out, done_before, plan) from None
         found += fetched
     if samples and not found:
+        other = [s.problem for s in samples if s.problem and s.problem[0] != "missing"]
+        if other:  # the photos are there, but none can be used
+            reasons = Counter(reason for reason, _ in other)
+            raise InputError(
+                f"none of the {len(samples)} images to write can be used: "
+                + ", ".join(f"{n} {reason}" for reason, n in sorted(reasons.items()))
+                + f" (e.g. {other[0][1]})",
+                hint=f"biotrove reads {', '.join(s[1:] for s in IMAGE_SUFFIXES)} photos, found "
+                "by the path column or as {photo_id}.EXT with the exact photo id",
+            )
         example = samples[0].path or samples[0].photo_id or samples[0].url
         raise InputError(
             f"none of the {len(samples)} images to write is under --images {images} "
             f"(e.g. {example!r})",
             hint="point --images at the photo folder: files are found by the path column, or "
-            f"as {{photo_id}}.{'|'.join(s[1:] for s in WEB_IMAGE_SUFFIXES)} anywhere below it"
+            f"as {{photo_id}}.{'|'.join(s[1:] for s in IMAGE_SUFFIXES)} anywhere below it"
             + ("" if cfg.download else "; add --download to fetch photo_url"),
         )
     return summary

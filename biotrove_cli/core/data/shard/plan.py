@@ -1,17 +1,18 @@
-"""The plan (:func:`make_plan`): read the metadata, drop rows without a species and exact
-duplicate photos, keep the ``--categories``, set rare species aside into ``unseen``
-(``--min-per-species``), cap frequent ones (``--max-per-species``), split the rest into
-``train``/``val`` by sample, shuffle, and cut every split into units of
-``--samples-per-shard``. The plan is a pure function of the metadata rows, the arguments and
-the seed (rows are sorted by photo identity first, so file order does not matter either):
-every rerun, and every ``--part K/N`` on N machines, computes the same plan without talking
-to the others. Its fingerprint lands in ``plan.json``; an output folder holding another plan
-is refused before any work.
+"""The plan (:func:`make_plan`): read the metadata, drop rows without a species, exact
+duplicate photos and photos whose rows disagree on the species (``conflicting``), keep the
+``--categories``, set rare species aside into ``unseen`` (``--min-per-species``), cap frequent
+ones (``--max-per-species``), split the rest into ``train``/``val`` by sample, shuffle, and cut
+every split into units of ``--samples-per-shard``. The plan is a pure function of the
+metadata rows, the arguments and the seed (rows are sorted by photo identity first, so file
+order does not matter either): every rerun, and every ``--part K/N`` on N machines, computes
+the same plan without talking to the others. Its fingerprint lands in ``plan.json``; an
+output folder holding another plan is refused before any work.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
 from collections import Counter
@@ -52,6 +53,7 @@ class Sample:
     taxon: Taxon
     split: str = ""
     source: str = ""  # the local file found under --images ('' = not found)
+    problem: tuple[str, str] | None = None  # why no file was found: (reason, detail)
 
 
 @dataclass
@@ -124,6 +126,7 @@ SELECTION_COUNTS = (
     "no_species",
     "no_image_reference",
     "duplicates",
+    "conflicting",
     "outside_categories",
     "unseen_species",
     "capped",
@@ -145,8 +148,8 @@ def make_plan(cfg: ShardConfig) -> ShardPlan:
     args = cfg.dataset_args()
     metas = [read_metadata(p) for p in cfg.metadata]  # every schema problem before any work
     sel: Counter = Counter()
-    unique = _unique_samples(metas, sel)
     warn: list[str] = []
+    unique = _unique_samples(metas, sel, warn)
     wanted = set(args["categories"])
     if wanted:
         unique = _within_categories(unique, wanted, sel, warn)
@@ -168,9 +171,14 @@ def make_plan(cfg: ShardConfig) -> ShardPlan:
     )
 
 
-def _unique_samples(metas: list[Any], sel: Counter) -> list[Sample]:
-    """One sample per photo identity over every metadata file, in identity order (the first row
-    of a duplicated photo wins, in file then row order): the plan ignores file order."""
+def _unique_samples(metas: list[Any], sel: Counter, warn: list[str]) -> list[Sample]:
+    """One sample per photo identity over every metadata file, in identity order.
+
+    Rows of the same photo with the same species are duplicates: the first (in file then row
+    order) is kept, so the plan ignores file order. Rows of the same photo with different
+    species contradict each other: none of them can be trusted, so all are left out and
+    counted as ``conflicting``.
+    """
     candidates: list[tuple[str, int, int, Sample]] = []
     for fi, meta in enumerate(metas):
         for rec in meta.records:
@@ -198,14 +206,32 @@ def _unique_samples(metas: list[Any], sel: Counter) -> list[Sample]:
             candidates.append((ident, fi, rec.row, s))
     candidates.sort(key=lambda c: (c[0], c[1], c[2]))
     unique: list[Sample] = []
-    last = None
-    for ident, _fi, _row, s in candidates:
-        if ident == last:
-            sel["duplicates"] += 1
+    conflicts: list[list[Sample]] = []
+    for _ident, group in itertools.groupby(candidates, key=lambda c: c[0]):
+        rows = [c[3] for c in group]
+        if len({r.taxon.species_key for r in rows}) > 1:
+            sel["conflicting"] += len(rows)
+            conflicts.append(rows)
             continue
-        last = ident
-        unique.append(s)
+        sel["duplicates"] += len(rows) - 1
+        unique.append(rows[0])
+    if conflicts:
+        warn.append(_conflict_warning(conflicts, sel["conflicting"]))
     return unique
+
+
+def _conflict_warning(conflicts: list[list[Sample]], n_rows: int) -> str:
+    """What the plan says about photos whose rows name different species."""
+    first = conflicts[0]
+    ident = first[0].ident.split(":", 1)
+    species = sorted({r.taxon.scientific_name or r.taxon.species_key for r in first})
+    what = {"id": "photo_id", "path": "path", "url": "photo_url"}.get(ident[0], ident[0])
+    return (
+        f"{n_rows} rows left out as conflicting: {len(conflicts)} "
+        f"{'photo is' if len(conflicts) == 1 else 'photos are'} given different species by "
+        f"different rows (e.g. {what} {ident[1]}: {' vs '.join(species)}); fix the metadata "
+        "to keep them"
+    )
 
 
 def _matches(taxon: Taxon, wanted: set[str]) -> bool:

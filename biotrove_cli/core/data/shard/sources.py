@@ -4,11 +4,10 @@ with ``--download``, a fetch of its ``photo_url`` into that folder (:mod:`..down
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
-from biotrove_cli.core.data.images import WEB_IMAGE_SUFFIXES
+from biotrove_cli.core.data.images import ImageError, PhotoIndex
 from biotrove_cli.core.data.shard.config import ShardConfig
 from biotrove_cli.core.data.shard.plan import Sample
 from biotrove_cli.core.runtime import ProgressFn
@@ -17,41 +16,35 @@ log = logging.getLogger("biotrove.shard")
 
 
 # -- finding images ---------------------------------------------------------------------------
-def index_images(folder: Path) -> dict[str, str]:
-    """Lower-case file stem -> path, for every image under ``folder`` (first in sorted order)."""
-    index: dict[str, str] = {}
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        for name in sorted(files):
-            stem, dot, ext = name.rpartition(".")
-            if dot and f".{ext.lower()}" in WEB_IMAGE_SUFFIXES:
-                index.setdefault(stem.lower(), os.path.join(root, name))
-    return index
-
-
 def resolve_sources(samples: list[Sample], images: Path) -> int:
     """Set ``sample.source`` for each sample whose image is under ``images``; returns found.
 
     A ``path`` is tried under ``images`` (a leading ``/`` is taken as the data root, as in the
     Life-Stages metadata), then as given; then the file is looked up by photo id, then by the
-    path's file stem, in an index of the folder built once.
+    path's file stem, in an index of the folder built once (:class:`images.PhotoIndex`: an
+    exact stem wins; a match in case only must be the only one). A sample without a photo keeps
+    why in ``sample.problem`` (``missing``, ``ambiguous``, ``unsupported``): the writer counts
+    it under that reason.
     """
-    index: dict[str, str] | None = None
+    index: PhotoIndex | None = None
     found = 0
     for s in samples:
         s.source = ""
+        s.problem = None
         if s.path:
-            p = Path(s.path)
-            for cand in (images / s.path.lstrip("/\\"), p):
+            for cand in (images / s.path.lstrip("/\\"), Path(s.path)):
                 if cand.is_file():
                     s.source = str(cand)
                     break
         if not s.source:
-            stems = [x.lower() for x in (s.photo_id, Path(s.path).stem if s.path else "") if x]
+            stems = [x for x in (s.photo_id, Path(s.path).stem if s.path else "") if x]
             if stems:
                 if index is None:
-                    index = index_images(images) if images.is_dir() else {}
-                s.source = next((index[x] for x in stems if x in index), "")
+                    index = PhotoIndex(images)
+                try:
+                    s.source = index.find(*stems)
+                except ImageError as exc:
+                    s.problem = (exc.reason, exc.detail)
         found += bool(s.source)
     return found
 
@@ -104,5 +97,6 @@ def download_photos(
         target = _download_target(s, images)
         if target.is_file():
             s.source = str(target)
+            s.problem = None
             gained += 1
     return summary.as_dict(), gained

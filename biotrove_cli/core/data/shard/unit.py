@@ -156,7 +156,7 @@ class _UnitWriter:
         st = self.st
         try:
             if not s.source:
-                raise ImageError("missing", s.path or s.photo_id or s.url)
+                raise ImageError(*(s.problem or ("missing", s.path or s.photo_id or s.url)))
             jpg, orig, stored, note = process_image(
                 read_bytes(s.source), s.source, st.resize_mode, st.image_size, st.jpeg_quality
             )
