@@ -300,6 +300,8 @@ _REASONS = {
     "truncated": "truncated image",
     "corrupt": "corrupt image",
     "too_large": "image too large",
+    "unsupported": "an image format biotrove does not read",
+    "ambiguous": "several files match",
 }
 
 
@@ -310,10 +312,10 @@ def prepare_classify(cfg: ClassifyConfig, stdin: Iterable[str] | None = None) ->
     """
     if cfg.k < 1:
         raise UsageError(f"-k must be at least 1, got {cfg.k}")
-    if cfg.min_confidence is not None and not 0.0 < cfg.min_confidence <= 1.0:
+    if cfg.min_confidence is not None and not 0.0 <= cfg.min_confidence <= 1.0:
         raise UsageError(
-            f"--min-confidence must be in (0, 1], got {cfg.min_confidence}",
-            hint="a probability, e.g. 0.8",
+            f"--min-confidence must be in [0, 1], got {cfg.min_confidence}",
+            hint="a probability, e.g. 0.8 (0: always the deepest rank)",
         )
     if cfg.resume:
         if not cfg.output or cfg.output == "-":

@@ -8,15 +8,21 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from biotrove_cli.core.data.images import IMAGE_SUFFIXES, is_image_path
+from biotrove_cli.core.data.images import IMAGE_SUFFIXES, is_image_path, is_unsupported_image
 from biotrove_cli.core.errors import InputError, UsageError
 
 GLOB_CHARS = set("*?[")
 
 
+def _is_photo(path: str | Path) -> bool:
+    """A photo a folder or glob gives: one biotrove reads, or one in an image format it does not
+    (``.gif``, ``.heic``...), which becomes an ``unsupported`` error row rather than vanish."""
+    return is_image_path(path) or is_unsupported_image(path)
+
+
 def _images_in(folder: Path, recursive: bool) -> list[Path]:
     it = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in it if p.is_file() and is_image_path(p))
+    return sorted(p for p in it if p.is_file() and _is_photo(p))
 
 
 def _folder_images(folder: Path, recursive: bool, shown: str) -> list[str]:
@@ -43,7 +49,8 @@ def expand_paths(
     """Files to classify, in order, without duplicates.
 
     * a file is taken as it is (a non-image file becomes an error row later);
-    * a folder gives its image files (``recursive``: and its subfolders');
+    * a folder gives its image files (``recursive``: and its subfolders'); photos in formats
+      biotrove does not read are listed too, and become ``unsupported`` error rows;
     * a glob (``*``, ``?``, ``[``) gives its matching image files and folders;
     * ``-`` reads one path per line from ``stdin``; missing ones become error rows, since a
       pipeline's list can go stale.
@@ -75,7 +82,7 @@ def expand_paths(
             for m in matches:
                 if os.path.isdir(m):
                     files.extend(_folder_images(Path(m), recursive, m))
-                elif is_image_path(m):
+                elif _is_photo(m):
                     files.append(m)
             if not files:
                 raise InputError(

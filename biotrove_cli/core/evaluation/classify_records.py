@@ -72,66 +72,25 @@ def error_row(path: str, rank: str, reason: str) -> dict[str, Any]:
 def scan_output(path: str | Path, fmt: str) -> set[str]:
     """Repair an earlier run's output file and return the image paths it already holds.
 
-    A torn last line (no newline) is cut off, and so are all rows of the last image in the
-    file, which an interruption may have left incomplete: that image is classified again.
+    The file is read with a real CSV (or JSON) parser, so a path holding a newline, quotes or
+    commas is one record, found again as itself. A torn last record (cut inside a line or inside
+    a quoted field) is cut off, and so are all rows of the last image in the file, which an
+    interruption may have left incomplete: that image is classified again.
 
     Raises:
         InputError: the file is not an output of ``classify`` in this format.
+        UsageError: a format ``--resume`` cannot append to.
     """
     path = Path(path)
+    if fmt not in STREAM_FORMATS:
+        raise UsageError(f"--resume works with csv and jsonl output, not {fmt}")
     if not path.is_file():
         return set()
     data = path.read_bytes()
     end = data.rfind(b"\n") + 1  # drop a torn last line
-    lines: list[tuple[int, bytes]] = []
-    pos = 0
-    while pos < end:
-        nl = data.index(b"\n", pos)
-        lines.append((pos, data[pos:nl]))
-        pos = nl + 1
-    rows: list[tuple[int, str]] = []  # (byte offset, image path)
-    body = lines
-    if fmt == "csv":
-        if not lines:
-            _truncate(path, 0, len(data))
-            return set()
-        header = next(csv.reader([lines[0][1].decode("utf-8", "replace")]))
-        if "path" not in header:
-            raise InputError(
-                f"{path}: not a classify CSV (no 'path' column), cannot resume into it",
-                hint="pick another -o file, or drop --resume to replace it",
-            )
-        if tuple(header) != COLUMNS:
-            raise InputError(
-                f"{path}: its columns differ from this version's ({', '.join(header)})",
-                hint="drop --resume to replace the file, or write to a new one",
-            )
-        body = lines[1:]
-        for offset, raw in body:
-            fields = next(csv.reader([raw.decode("utf-8", "replace")]), [])
-            if not fields:
-                continue
-            rows.append((offset, fields[0]))
-    elif fmt == "jsonl":
-        for i, (offset, raw) in enumerate(body):
-            if not raw.strip():
-                continue
-            try:
-                rec = json.loads(raw)
-            except ValueError as exc:
-                raise InputError(
-                    f"{path}: line {i + 1} is not JSON ({exc}), cannot resume into it",
-                    hint="remove the bad line, or drop --resume to replace the file",
-                ) from None
-            if not isinstance(rec, dict) or "path" not in rec:
-                raise InputError(
-                    f"{path}: line {i + 1} is not a classify record (no 'path')",
-                    hint="pick another -o file, or drop --resume to replace it",
-                )
-            rows.append((offset, str(rec["path"])))
-    else:
-        raise UsageError(f"--resume works with csv and jsonl output, not {fmt}")
-    cut = end
+    records = _csv_records(path, data, end) if fmt == "csv" else _jsonl_records(path, data, end)
+    cut = records.end
+    rows = records.rows
     if rows:
         last = rows[-1][1]
         i = len(rows) - 1
@@ -141,6 +100,102 @@ def scan_output(path: str | Path, fmt: str) -> set[str]:
         rows = rows[:i]
     _truncate(path, cut, len(data))
     return {p for _, p in rows}
+
+
+class _Records:
+    """The image path of every complete record of an output file, with its byte offset."""
+
+    def __init__(self, end: int):
+        self.rows: list[tuple[int, str]] = []  # (byte offset of the record, image path)
+        self.end = end  # where the complete records end
+
+
+class _Lines:
+    """The lines of ``data[:end]`` as text, remembering where the next one starts (a CSV
+    record may span lines: its offset is where its first line starts)."""
+
+    def __init__(self, data: bytes, end: int):
+        self.data = data
+        self.end = end
+        self.pos = 0
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        if self.pos >= self.end:
+            raise StopIteration
+        nl = self.data.index(b"\n", self.pos) + 1
+        line = self.data[self.pos : nl]
+        self.pos = nl
+        return line.decode("utf-8", "replace")
+
+
+def _csv_records(path: Path, data: bytes, end: int) -> _Records:
+    out = _Records(end)
+    lines = _Lines(data, end)
+    reader = csv.reader(lines, strict=True)  # strict: a torn quoted field is an error
+    try:
+        header = next(reader)
+    except StopIteration:
+        out.end = 0
+        return out
+    except csv.Error:
+        header = []
+    if "path" not in header:
+        raise InputError(
+            f"{path}: not a classify CSV (no 'path' column), cannot resume into it",
+            hint="pick another -o file, or drop --resume to replace it",
+        )
+    if tuple(header) != COLUMNS:
+        raise InputError(
+            f"{path}: its columns differ from this version's ({', '.join(header)})",
+            hint="drop --resume to replace the file, or write to a new one",
+        )
+    while True:
+        start = lines.pos
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            if lines.pos < end:
+                raise InputError(
+                    f"{path}: line {reader.line_num} is not valid CSV ({exc}), cannot resume "
+                    "into it",
+                    hint="drop --resume to replace the file, or write to a new one",
+                ) from None
+            out.end = start  # the file ends inside a quoted field: a torn record
+            break
+        if fields:
+            out.rows.append((start, fields[0]))
+    return out
+
+
+def _jsonl_records(path: Path, data: bytes, end: int) -> _Records:
+    out = _Records(end)
+    lines = _Lines(data, end)
+    i = 0
+    while lines.pos < end:
+        start = lines.pos
+        raw = next(lines)
+        i += 1
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw)
+        except ValueError as exc:
+            raise InputError(
+                f"{path}: line {i} is not JSON ({exc}), cannot resume into it",
+                hint="remove the bad line, or drop --resume to replace the file",
+            ) from None
+        if not isinstance(rec, dict) or "path" not in rec:
+            raise InputError(
+                f"{path}: line {i} is not a classify record (no 'path')",
+                hint="pick another -o file, or drop --resume to replace it",
+            )
+        out.rows.append((start, str(rec["path"])))
+    return out
 
 
 def _truncate(path: Path, size: int, old: int) -> None:

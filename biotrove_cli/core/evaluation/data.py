@@ -103,8 +103,10 @@ def _decode(data: bytes, source: str, preprocess: Any, draft: int) -> tuple[Any,
 
 
 def load_file(candidates: Sequence[str], preprocess: Any, draft: int) -> tuple[Any, str]:
-    """The first existing candidate, decoded and preprocessed; (None, reason) when it fails."""
-    from biotrove_cli.core.data.images import ImageError, read_bytes
+    """The first existing candidate, decoded and preprocessed; (None, reason) when it fails
+    (``unsupported`` when none exists but the first is there in a format biotrove does not
+    read, e.g. ``{photo_id}.gif``)."""
+    from biotrove_cli.core.data.images import ImageError, missing_error, read_bytes
 
     if not candidates:
         return None, "missing"
@@ -112,11 +114,11 @@ def load_file(candidates: Sequence[str], preprocess: Any, draft: int) -> tuple[A
         try:
             data = read_bytes(cand)
         except ImageError as exc:
-            if exc.reason == "missing" and cand != candidates[-1]:
+            if exc.reason == "missing":
                 continue
             return None, exc.reason
         return _decode(data, cand, preprocess, draft)
-    return None, "missing"  # pragma: no cover - the loop returns
+    return None, missing_error(candidates[0]).reason
 
 
 class TableDataset:
