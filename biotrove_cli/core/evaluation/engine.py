@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from biotrove_cli.core.errors import InputError, UsageError
@@ -68,9 +67,40 @@ class EvalResult:
         }
 
 
-def _model_label(spec: str, others: Sequence[str]) -> str:
-    name = Path(spec).name if ("/" in spec or "\\" in spec) else spec
-    return name if sum(1 for o in others if o == spec) <= 1 else spec
+def model_labels(specs: Sequence[str]) -> list[str]:
+    """A unique, short name per model spec: the shortest path suffix that no other spec ends
+    with (``a/model`` and ``b/model`` stay ``a/model`` and ``b/model``; ``runs/x/model`` beside
+    ``clip-o`` is ``model``). The names key the table, the records and the plot series, so two
+    models must never share one.
+
+    Raises:
+        UsageError: the same model is given twice.
+    """
+    seen: set[str] = set()
+    for spec in specs:
+        if spec in seen:
+            raise UsageError(
+                f"--model {spec} is given twice", hint="give each model to compare once"
+            )
+        seen.add(spec)
+    parts = [_path_parts(s) for s in specs]
+    labels = []
+    for i, mine in enumerate(parts):
+        label = specs[i]  # paths that differ only in spelling (./a, a) keep the spec as given
+        for k in range(1, len(mine) + 1):
+            suffix = mine[-k:]
+            if all(other[-k:] != suffix for j, other in enumerate(parts) if j != i):
+                label = "/".join(suffix)
+                break
+        labels.append(label)
+    return labels
+
+
+def _path_parts(spec: str) -> tuple[str, ...]:
+    """A spec's path components (one for a tag such as ``clip-o`` or ``ViT-B-16:openai``)."""
+    if "/" not in spec and "\\" not in spec:
+        return (spec,)
+    return tuple(p for p in spec.replace("\\", "/").split("/") if p)
 
 
 # -- entry point -----------------------------------------------------------------------------
@@ -109,8 +139,7 @@ def evaluate(
             progress(done[0], total if total is not None else done[0])
 
     models: list[ModelTally] = []
-    for spec in cfg.models:
-        label = _model_label(spec, cfg.models)
+    for spec, label in zip(cfg.models, model_labels(cfg.models), strict=True):
         tally = evaluate_model(spec, ds, cfg, step, rank, world_size, label=label)
         if world_size > 1:
             tally = gather(tally, world_size)
@@ -133,6 +162,7 @@ def _check_config(cfg: EvalConfig) -> TextSettings:
     """Usage errors before any work; the class-text settings."""
     if not cfg.models:
         raise UsageError("no model given", hint="pass --model MODEL (repeat it to compare)")
+    model_labels(cfg.models)  # a model given twice is refused before any work
     if cfg.plot:
         check_plot_available()
     text = TextSettings.from_spec(cfg.text_type, cfg.templates)
