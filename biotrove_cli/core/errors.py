@@ -58,6 +58,10 @@ class CheckpointCorruptError(ModelLoadError):
     """A checkpoint file is truncated or unreadable."""
 
 
+class NonFiniteError(BiotroveError):
+    """A model's weights or embeddings hold NaN or infinite numbers: every score would be noise."""
+
+
 class OutputExistsError(BiotroveError):
     """An output location already holds something biotrove must not overwrite."""
 

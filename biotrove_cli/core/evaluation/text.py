@@ -3,9 +3,10 @@
 Prompts come from :func:`captions.caption_body` (the text type's class text at that rank) put
 into each template; a class embedding is the normalised mean of its normalised template
 embeddings (open_clip's zero-shot recipe). Embeddings are cached under
-``$BIOTROVE_HOME/cache/text`` keyed by the text tower's weight hash + the exact prompts, so a
-second ``eval`` or ``classify`` over the same 10,000-species bank does not re-encode them; a
-corrupt cache entry is rebuilt.
+``$BIOTROVE_HOME/cache/text`` keyed by the text tower's fingerprint (weights, activation, model
+config, tokenizer and context length: :func:`loaded.text_tower_fingerprint`) + the exact
+prompts (which hold the templates and the text type), so a second ``eval`` or ``classify`` over
+the same 10,000-species bank does not re-encode them; a corrupt cache entry is rebuilt.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from biotrove_cli.core.errors import NonFiniteError
 from biotrove_cli.core.models import registry
 from biotrove_cli.core.runtime import ProgressFn
 from biotrove_cli.core.taxonomy.captions import caption_body, check_text_type
@@ -23,7 +25,7 @@ from biotrove_cli.core.taxonomy.labelbank import LabelBank
 from biotrove_cli.core.taxonomy.rank import Rank
 
 log = logging.getLogger("biotrove")
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"  # 2: the fingerprint covers more than the weights
 
 
 def class_prompts(
@@ -44,6 +46,7 @@ def cache_root() -> Path:
 
 
 def cache_key(fingerprint: str, prompts: list[list[str]]) -> str:
+    """The cache key of a text tower (its fingerprint) and the exact prompts of every class."""
     h = hashlib.sha256()
     h.update(f"v{CACHE_VERSION}\n{fingerprint}\n".encode())
     for cls in prompts:
@@ -185,6 +188,23 @@ def encode_prompts(
     return F.normalize(summed, dim=-1)
 
 
+def check_finite_embeddings(loaded: Any, emb: Any) -> None:
+    """Refuse class embeddings holding NaN or infinity (every score would be noise).
+
+    Raises:
+        NonFiniteError: naming the model and how many classes are affected.
+    """
+    import torch
+
+    finite = torch.isfinite(emb).all(dim=-1)
+    if not bool(finite.all()):
+        raise NonFiniteError(
+            f"{getattr(loaded, 'spec', 'the model')}: the text tower gives non-finite "
+            f"embeddings (NaN or infinity) for {int((~finite).sum())} of {len(emb)} classes",
+            hint="the model's weights are broken; use another checkpoint",
+        )
+
+
 def class_embeddings(
     loaded: Any,
     prompts: list[list[str]],
@@ -206,6 +226,7 @@ def class_embeddings(
     key = cache_key(loaded.text_fingerprint(), prompts)
     bundled = bundled_embeddings(loaded, key, len(prompts))
     if bundled is not None:
+        check_finite_embeddings(loaded, bundled)
         return bundled, True
     path = None
     if use_cache:
@@ -215,6 +236,7 @@ def class_embeddings(
             if emb is not None:
                 return emb, True
     emb = encode_prompts(loaded, prompts, batch_size=batch_size, progress=progress, trim=trim)
+    check_finite_embeddings(loaded, emb)  # before the cache keeps them
     if path is not None:
         from safetensors.torch import save
 

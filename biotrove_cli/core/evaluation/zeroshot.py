@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from biotrove_cli.core.errors import UsageError
+from biotrove_cli.core.errors import NonFiniteError, UsageError
 from biotrove_cli.core.evaluation.templates import load_templates
 from biotrove_cli.core.evaluation.text import class_embeddings, class_prompts
 from biotrove_cli.core.runtime import ProgressFn, resolve_precision
@@ -73,7 +73,8 @@ class TextSettings:
 
 
 class ImageEncoder:
-    """Batches of preprocessed images -> unit-norm float32 features on the model's device."""
+    """Batches of preprocessed images -> unit-norm float32 features on the model's device
+    (a model that gives NaN or infinity is stopped: :class:`NonFiniteError`)."""
 
     def __init__(self, loaded: Any, precision: str = "auto"):
         import torch
@@ -102,7 +103,17 @@ class ImageEncoder:
                     feats = self.visual(x)
             else:
                 feats = self.visual(x.to(self.dtype))
-            return F.normalize(feats.float(), dim=-1)
+            feats = F.normalize(feats.float(), dim=-1)
+        finite = torch.isfinite(feats).all(dim=-1)
+        if not bool(finite.all()):
+            raise NonFiniteError(
+                f"{getattr(self.loaded, 'spec', 'the model')}: the image tower gives non-finite "
+                f"embeddings (NaN or infinity) for {int((~finite).sum())} of {len(feats)} "
+                f"images in {self.precision}",
+                hint="the weights are broken or overflow at this precision: try --precision "
+                "fp32, or another checkpoint",
+            )
+        return feats
 
 
 @dataclass

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from biotrove_cli.core.errors import ModelLoadError
+from biotrove_cli.core.errors import ModelLoadError, NonFiniteError
 from biotrove_cli.core.models import registry
 from biotrove_cli.core.models.arch import (
     base_name,
@@ -72,6 +72,30 @@ def _load_weights(model: Any, sd: dict[str, Any], source: str) -> None:
     model.load_state_dict(sd, strict=True)
 
 
+def check_finite(model: Any, name: str) -> None:
+    """Refuse weights that hold NaN or infinity (a diverged run, a broken conversion): such a
+    model scores every photo as noise, silently.
+
+    Raises:
+        NonFiniteError: naming the model and the first bad tensors.
+    """
+    import torch
+
+    bad = []
+    for pname, param in model.named_parameters():
+        finite = torch.isfinite(param.detach())
+        if not bool(finite.all()):
+            bad.append((pname, int((~finite).sum()), param.numel()))
+    if bad:
+        shown = ", ".join(f"{n} ({k} of {total} values)" for n, k, total in bad[:3])
+        more = f" and {len(bad) - 3} more tensors" if len(bad) > 3 else ""
+        raise NonFiniteError(
+            f"{name}: the model's weights are not finite (NaN or infinity in {shown}{more})",
+            hint="the checkpoint is broken (a diverged training run, a bad conversion); use "
+            "an earlier checkpoint or export it again",
+        )
+
+
 def finish_loading(
     model: Any, arch: str, cfg: dict, device: str, *, tokenizer: Any = None, **kwargs: Any
 ) -> LoadedModel:
@@ -79,6 +103,8 @@ def finish_loading(
     given) the tokenizer of its architecture; ``kwargs`` are the other LoadedModel fields."""
     import open_clip
 
+    spec, source = str(kwargs.get("spec") or arch), kwargs.get("source")
+    check_finite(model, spec if source is None or str(source) == spec else f"{spec} ({source})")
     model.eval()
     model.to(device)
     preprocess, pcfg = eval_transform(model)

@@ -58,6 +58,15 @@ def _numpy_safe_globals() -> list:
     return allowed
 
 
+def plain_reason(exc: BaseException) -> str:
+    """The first line of a library's error, for a message; never torch's advice to retry with
+    ``weights_only=False`` (which would run the file's code)."""
+    text = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+    if "weights_only" in text or "weights only" in text.lower():
+        return "its pickle is not plain weights, so a weights-only load refuses it"
+    return text
+
+
 _UNSAFE_HINT = (
     "biotrove loads checkpoints weights-only and never runs code from them; if you "
     "trust this file, convert it to a plain state dict or safetensors in a sandbox"
@@ -112,7 +121,7 @@ def safe_load(path: str | Path, map_location: Any = "cpu") -> Any:
                 hint=_UNSAFE_HINT,
             ) from exc
         raise CheckpointCorruptError(
-            f"{path}: not a readable checkpoint ({text.splitlines()[0]})",
+            f"{path}: not a readable checkpoint ({plain_reason(exc)})",
             hint="the file may be truncated or not a PyTorch file",
         ) from exc
     except (EOFError, zipfile.BadZipFile) as exc:
@@ -126,16 +135,15 @@ def safe_load(path: str | Path, map_location: Any = "cpu") -> Any:
                 f"{path}: truncated or corrupt ({size} bytes)",
                 hint="copy or download the file again",
             ) from exc
-        raise ModelLoadError(f"{path}: cannot load it ({text.splitlines()[0]})") from exc
+        raise ModelLoadError(f"{path}: cannot load it ({plain_reason(exc)})") from exc
     except (OSError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
         if _starts_like_zip(path):
             raise CheckpointCorruptError(
                 f"{path}: truncated or corrupt ({size} bytes)",
                 hint="copy or download the file again",
             ) from exc
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise CheckpointCorruptError(
-            f"{path}: not a PyTorch checkpoint ({first})",
+            f"{path}: not a PyTorch checkpoint ({plain_reason(exc)})",
             hint="pass a .pt training checkpoint, an exported folder, or an open_clip tag",
         ) from exc
 

@@ -25,7 +25,12 @@ from biotrove_cli.core.layout import (
 from biotrove_cli.core.models import registry
 from biotrove_cli.core.models.arch import decide_arch
 from biotrove_cli.core.models.build import build_model, finish_loading, load_state_dict_model
-from biotrove_cli.core.models.checkpoint import extract_state_dict, resolve_latest, safe_load
+from biotrove_cli.core.models.checkpoint import (
+    extract_state_dict,
+    plain_reason,
+    resolve_latest,
+    safe_load,
+)
 from biotrove_cli.core.models.hub import (
     offline_hint,
     offline_unless_reachable,
@@ -63,12 +68,18 @@ def load_bundle(path: Path, spec: str, device: str) -> LoadedModel:
             f"{path}: the bundle has a config but no weights file",
             hint=f"expected {BUNDLE_WEIGHTS}; export the model again",
         )
+    for w in weights:
+        if w.suffix != ".safetensors":
+            # a pickled weights file goes through biotrove's weights-only loader first, so an
+            # unsafe or broken one is refused with its plain reason (not torch's advice)
+            safe_load(w)
+    _check_config_hash(path, meta)
     try:
         with quiet_open_clip():
             model = open_clip.create_model(f"local-dir:{path}", device="cpu")
     except Exception as exc:  # open_clip raises many kinds here
         raise ModelLoadError(
-            f"{path}: the bundle does not load ({exc})",
+            f"{path}: the bundle does not load ({plain_reason(exc)})",
             hint="export the model again with `biotrove export`",
         ) from exc
     cfg = config.get("model_cfg", {})
@@ -96,6 +107,22 @@ def load_bundle(path: Path, spec: str, device: str) -> LoadedModel:
         train_config=meta.get("training_config"),
         checkpoint_meta=meta,
     )
+
+
+def _check_config_hash(path: Path, meta: dict[str, Any]) -> None:
+    """Warn when ``open_clip_config.json`` differs from the one ``biotrove export`` wrote (its
+    sha256 is in ``biotrove.json``): an edited mean/std or image size changes every score."""
+    from biotrove_cli.core.io import sha256_file
+
+    recorded = meta.get("config_sha256")
+    if not recorded:
+        return  # not a biotrove export, or one from before the hash was recorded
+    if sha256_file(path / BUNDLE_CONFIG) != recorded:
+        log.warning(
+            f"{path / BUNDLE_CONFIG} was changed after export (its sha256 differs from the one "
+            f"{BUNDLE_META} records); the model is loaded with the changed config, so its "
+            "scores may differ from the exported model's: export it again to be sure"
+        )
 
 
 def load_class_embeddings(path: Path) -> dict[str, Any]:

@@ -34,7 +34,7 @@ class LiveModel:
     def text_fingerprint(self) -> str:
         from biotrove_cli.core.models.loaded import text_tower_fingerprint
 
-        return text_tower_fingerprint(self.model)
+        return text_tower_fingerprint(self.model, self.tokenizer)
 
     def describe(self) -> dict[str, Any]:
         return {"spec": self.spec, **self._describe}

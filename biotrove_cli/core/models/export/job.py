@@ -14,7 +14,7 @@ from typing import Any
 from biotrove_cli.core.errors import InputError, UsageError
 from biotrove_cli.core.fmt import plain
 from biotrove_cli.core.io import atomic_write_json, sha256_file
-from biotrove_cli.core.layout import BUNDLE_EMBEDDINGS, BUNDLE_META, BUNDLE_WEIGHTS
+from biotrove_cli.core.layout import BUNDLE_CONFIG, BUNDLE_EMBEDDINGS, BUNDLE_META, BUNDLE_WEIGHTS
 from biotrove_cli.core.models.export.config import (
     Dtype,
     ExportConfig,
@@ -96,6 +96,9 @@ def export_model(cfg: ExportConfig, progress: ProgressFn | None = None) -> Expor
         provenance = _provenance(
             cfg, source, job.fmt, job.dtype, src_file, source_sha, labels_meta, verification
         )
+        if (tmp / BUNDLE_CONFIG).is_file():
+            # loading warns when the config is edited afterwards (e.g. its mean/std)
+            provenance["config_sha256"] = sha256_file(tmp / BUNDLE_CONFIG)
         atomic_write_json(tmp / BUNDLE_META, provenance)
         files = _file_records(tmp)
         _publish(tmp, job.out, cfg.force)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -204,15 +205,24 @@ def verify_onnx(folder: Path, source: Any, taxa: list[Any]) -> Verification:
 
 
 def _report_or_raise(v: Verification, dtype: Dtype) -> None:
-    log.info(
-        f"verified ({v.method}): image max |diff| {v.image_max_abs_diff:.2e}, text max |diff| "
-        f"{v.text_max_abs_diff:.2e} (tolerance {v.tolerance:.0e} for {dtype.value})"
+    """Say "verified" only for an export that passed; raise for one that did not (a NaN or
+    infinite difference, from a model that gives non-finite embeddings, never passes)."""
+    diffs = (
+        f"image max |diff| {v.image_max_abs_diff:.2e}, text max |diff| "
+        f"{v.text_max_abs_diff:.2e}, tolerance {v.tolerance:.0e} for {dtype.value}"
     )
+    if not all(math.isfinite(d) for d in (v.image_max_abs_diff, v.text_max_abs_diff)):
+        raise VerificationError(
+            f"verification failed: the embeddings hold NaN or infinity ({diffs}); nothing "
+            "was written",
+            hint="the model overflows at this precision or its weights are broken: export "
+            "--dtype fp32, or another checkpoint",
+        )
     if not v.passed:
         raise VerificationError(
-            f"verification failed: the reloaded export differs from the source (image max "
-            f"|diff| {v.image_max_abs_diff:.2e}, text max |diff| {v.text_max_abs_diff:.2e}, "
-            f"tolerance {v.tolerance:.0e} for {dtype.value}); nothing was written",
+            f"verification failed: the reloaded export differs from the source ({diffs}); "
+            "nothing was written",
             hint="check the architecture (--arch, QuickGELU) or export --dtype fp32; "
             "--no-verify writes the export unchecked",
         )
+    log.info(f"verified ({v.method}): {diffs}")
