@@ -31,12 +31,16 @@ def launch_training(
     progress and calls :func:`run_worker`); ``quiet`` is handed on to the workers.
 
     Raises:
+        UsageError: ``device`` does not exist on this machine (before anything is written).
         LaunchError / PreemptedError: a worker failed or the job was stopped (torchrun).
     """
     from biotrove_cli.core.distributed.launch import launch
+    from biotrove_cli.core.runtime import resolve_device
     from biotrove_cli.core.training.run import summarize, write_launch_config
 
     launch_cfg.validate()
+    # a device this machine lacks is a usage error here, once, before any worker starts
+    resolve_device(cfg.device, option="device")
     run_dir = Path(cfg.run_dir)
     config_path = write_launch_config(run_dir, cfg)
     if launch_cfg.single_process:

@@ -31,36 +31,13 @@ def build_training_model(cfg: TrainConfig, device: str, precision: str) -> tuple
     import open_clip
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
-    from biotrove_cli.core.models import registry
-    from biotrove_cli.core.models.hub import quiet_open_clip
-    from biotrove_cli.core.models.load import load_model
-
-    registry.ensure_registered()  # open_clip must know the shipped tiny architecture
     arch = cfg.model.arch
-    arch_config(arch)
     model_precision = precision if precision in ("bf16", "pure_bf16") else "fp32"
-    with quiet_open_clip():
-        model = open_clip.create_model(
-            arch,
-            pretrained=None,
-            precision=model_precision,
-            device="cpu",
-            force_quick_gelu=cfg.model.quick_gelu,
-        )
-    init = (cfg.model.init or "none").strip()
-    if init.lower() not in ("none", "random", ""):
-        source = load_model(init, arch=None if ":" in init else arch)
-        sd = source.model.state_dict()
-        own = model.state_dict()
-        bad = [k for k in own if k not in sd or tuple(sd[k].shape) != tuple(own[k].shape)]
-        if bad:
-            raise TrainingError(
-                f"model.init {init!r} ({source.arch}) does not fit model.arch {arch!r}: "
-                f"{len(bad)} tensor(s) differ (e.g. {bad[0]})",
-                hint="choose an init of the same architecture, or model.init=none",
-            )
+    model = create_model(cfg, precision=model_precision)
+    sd = init_weights(cfg, model.state_dict())
+    if sd is not None:
         model.load_state_dict(sd)
-        del source
+        del sd
     if cfg.model.grad_checkpointing:
         model.set_grad_checkpointing(True)
     trim_text_padding(model)
@@ -69,6 +46,53 @@ def build_training_model(cfg: TrainConfig, device: str, precision: str) -> tuple
     transform = image_transform_v2(pcfg, is_train=True)
     tokenizer = open_clip.get_tokenizer(arch)
     return model, transform, tokenizer
+
+
+def create_model(cfg: TrainConfig, precision: str = "fp32", device: str = "cpu") -> Any:
+    """A randomly initialised model of ``model.arch`` (``device="meta"``: shapes only, no
+    memory, for the dry run)."""
+    import open_clip
+    import torch
+
+    from biotrove_cli.core.models import registry
+    from biotrove_cli.core.models.hub import quiet_open_clip
+
+    registry.ensure_registered()  # open_clip must know the shipped tiny architecture
+    arch_config(cfg.model.arch)
+    with quiet_open_clip(), torch.device(device):
+        return open_clip.create_model(
+            cfg.model.arch,
+            pretrained=None,
+            precision=precision,
+            device=device,
+            force_quick_gelu=cfg.model.quick_gelu,
+        )
+
+
+def init_weights(cfg: TrainConfig, own: dict[str, Any]) -> dict[str, Any] | None:
+    """The state dict of ``model.init`` (None for random weights), loaded as every model is
+    (weights-only, finite) and checked against the model's own tensors ``own``.
+
+    Raises:
+        ModelLoadError (and subclasses): the init is missing, unreadable, unsafe or not finite.
+        TrainingError: its tensors do not fit ``model.arch``.
+    """
+    from biotrove_cli.core.models.load import load_model
+
+    init = (cfg.model.init or "none").strip()
+    if init.lower() in ("none", "random", ""):
+        return None
+    arch = cfg.model.arch
+    source = load_model(init, arch=None if ":" in init else arch)
+    sd = source.model.state_dict()
+    bad = [k for k in own if k not in sd or tuple(sd[k].shape) != tuple(own[k].shape)]
+    if bad:
+        raise TrainingError(
+            f"model.init {init!r} ({source.arch}) does not fit model.arch {arch!r}: "
+            f"{len(bad)} tensor(s) differ (e.g. {bad[0]})",
+            hint="choose an init of the same architecture, or model.init=none",
+        )
+    return sd
 
 
 def trim_text_padding(model: Any) -> bool:

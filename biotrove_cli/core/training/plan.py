@@ -97,16 +97,21 @@ def stream_plan(
 
 
 def dry_run(cfg: TrainConfig, world_size: int) -> list[dict[str, Any]]:
-    """Resolve the shards, captions, architecture and step plan; raise on any problem."""
+    """Check everything a real run checks before its first step, and train nothing: the
+    device, the shards, captions and step plan, and the initial weights (loaded weights-only
+    and fitted to the architecture, as the run would); raise on any problem."""
+    from biotrove_cli.core.runtime import resolve_device
     from biotrove_cli.core.training.data import validate_captions
-    from biotrove_cli.core.training.model import arch_config
+    from biotrove_cli.core.training.model import arch_config, create_model, init_weights
 
+    device = resolve_device(cfg.device, option="device")
     shards, num_samples, bank = resolve_data(cfg)
     validate_captions(shards, cfg.data.text_type)
     size = arch_config(cfg.model.arch).get("vision_cfg", {}).get("image_size", 224)
     plan, schedule = stream_plan(
         cfg, shards, num_samples, world_size=world_size, rank=0, image_size=int(size)
     )
+    init_weights(cfg, create_model(cfg, device="meta").state_dict())
     return [
         {"key": "shards", "value": len(shards)},
         {"key": "samples_per_epoch", "value": num_samples},
@@ -117,6 +122,7 @@ def dry_run(cfg: TrainConfig, world_size: int) -> list[dict[str, Any]]:
         {"key": "total_steps", "value": schedule.total_steps},
         {"key": "arch", "value": cfg.model.arch},
         {"key": "init", "value": cfg.model.init},
+        {"key": "device", "value": device},
         {"key": "text_type", "value": cfg.data.text_type},
         {"key": "run_dir", "value": cfg.run_dir},
     ]
