@@ -225,4 +225,7 @@ def _report_or_raise(v: Verification, dtype: Dtype) -> None:
             hint="check the architecture (--arch, QuickGELU) or export --dtype fp32; "
             "--no-verify writes the export unchecked",
         )
-    log.info(f"verified ({v.method}): {diffs}")
+    log.info(
+        f"verified ({v.method}): image max |diff| {v.image_max_abs_diff:.2e}, text max |diff| "
+        f"{v.text_max_abs_diff:.2e} (tolerance {v.tolerance:.0e} for {dtype.value})"
+    )
