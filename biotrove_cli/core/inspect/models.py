@@ -67,6 +67,11 @@ def describe_bundle(path: Path) -> Report:
     ):
         if key in meta:
             rep.add("bundle", key, meta[key])
+    if meta.get("config_sha256") and not onnx:
+        from biotrove_cli.core.io import sha256_file
+
+        same = sha256_file(path / BUNDLE_CONFIG) == meta["config_sha256"]
+        rep.add("bundle", BUNDLE_CONFIG, "as exported" if same else "edited after export")
     mc = cfg.get("model_cfg", {})
     rep.add("model", "embed_dim", mc.get("embed_dim"))
     rep.add("model", "image_size", mc.get("vision_cfg", {}).get("image_size"))
