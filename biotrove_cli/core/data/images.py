@@ -102,11 +102,12 @@ def missing_error(path: str | Path) -> ImageError:
     biotrove does not read is there instead (``{photo_id}.gif`` for ``{photo_id}.jpg``), else
     ``missing``. A few ``stat`` calls, no folder listing."""
     p = Path(path)
-    for suffix in UNSUPPORTED_IMAGE_SUFFIXES:
-        for variant in (suffix, suffix.upper()):
-            cand = p.with_suffix(variant)
-            if cand.is_file():
-                return unsupported_error(cand)
+    if p.name:  # a bare folder or root has no name to give another suffix
+        for suffix in UNSUPPORTED_IMAGE_SUFFIXES:
+            for variant in (suffix, suffix.upper()):
+                cand = p.with_suffix(variant)
+                if cand.is_file():
+                    return unsupported_error(cand)
     return ImageError("missing", str(path))
 
 
