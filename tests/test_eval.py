@@ -676,10 +676,19 @@ def test_a_truncated_shard_is_counted_once_not_fatal(tmp_path, small_world, tiny
         EvalConfig(models=[str(tiny_ckpt)], data=str(shards), workers=workers, ranks=[Rank.GENUS])
     )
     model = result.document["models"][0]
-    assert model["unreadable"].get("bad_shard") == 1
+    assert model["n_unreadable"] == 0  # a short shard is not an unreadable image
+    (problem,) = model["shard_problems"]  # once, whichever reader met it
+    assert problem["shard"] == str(tar) and problem["kind"] == "truncated"
+    assert problem["expected"] == 15 and problem["lost"] == 15 - problem["samples"] > 0
     rec = result.records[0]
-    assert 15 <= rec["n_images"] < 30  # the whole first shard, part of the second
-    assert any("unreadable" in n for n in result.notes)
+    assert rec["n_images"] == 15 + problem["samples"]  # the whole first shard, part of the second
+    assert any(n.startswith(f"{tar}: the shard ended early") for n in result.notes)
+    from biotrove_cli.core.errors import InputError
+
+    with pytest.raises(InputError, match="ended early"):
+        evaluate(
+            EvalConfig(models=[str(tiny_ckpt)], data=str(shards), workers=workers, strict=True)
+        )
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ import pytest
 
 from biotrove_cli.core.data import shard as writer
 from biotrove_cli.core.data.sample import sample_meta, taxon_from_meta
-from biotrove_cli.core.data.shards import iter_tar, read_sizes, split_key
+from biotrove_cli.core.data.shards import read_shard, read_sizes
 from biotrove_cli.core.layout import SPLITS
 from biotrove_cli.core.taxonomy.captions import TEXT_TYPES, build_caption
 
@@ -37,8 +37,8 @@ def read_dataset(out: Path) -> dict[str, list[dict]]:
         if not d.is_dir():
             continue
         for tar in sorted(d.glob("*.tar")):
-            errors: list[str] = []
-            data.setdefault(split, []).extend(iter_tar(tar, errors))
+            errors: list = []
+            data.setdefault(split, []).extend(read_shard(tar, on_problem=errors.append))
             assert not errors
     return data
 
@@ -135,7 +135,7 @@ def test_small_world_shards_read_back_everywhere(small_world, cli, tmp_path):
     for split, samples in data.items():
         assert sorted(wds_keys(out, split)) == sorted(s["__key__"] for s in samples)
         sizes = read_sizes(out / split)
-        per_tar = Counter(Path(s["__shard__"]).name for s in samples)
+        per_tar = Counter(Path(s["__url__"]).name for s in samples)
         assert sizes == dict(per_tar)
         for tar in (out / split).glob("*.tar"):
             stats = json.loads(tar.with_suffix(".stats.json").read_text())
@@ -374,7 +374,7 @@ def test_strict_stops_at_the_first_bad_image(broken_world, cli, tmp_path):
     for tar in (out / "train").glob("*.tar"):
         assert tar.with_suffix(".stats.json").is_file()
         assert all(not s["__key__"].startswith("b_") or s["__key__"] in ("b_cmyk", "b_png16")
-                   for s in iter_tar(tar))  # fmt: skip
+                   for s in read_shard(tar))  # fmt: skip
     # without --strict the same folder resumes and completes
     code, _, stderr = cli(
         *run_args(broken_world["metadata"], broken_world["images"], out),
@@ -565,7 +565,7 @@ def test_max_shard_bytes_starts_overflow_tars(small_world, cli, tmp_path):
     assert len(tars) > 2 and tars[0].name == "shard-000000.tar"
     assert tars[1].name == "shard-000000_1.tar"
     for tar in tars:
-        n = len(list(iter_tar(tar)))
+        n = len(list(read_shard(tar)))
         assert tar.stat().st_size <= 60_000 or n == 1
     sizes = read_sizes(out / "train")
     assert set(sizes) == {t.name for t in tars} and sum(sizes.values()) == 30
@@ -611,6 +611,8 @@ def test_keys_are_sanitised_and_unique(small_world, cli, tmp_path):
 
 def test_sample_format_round_trips():
     """What the writer puts in a sample, the readers (train, eval, info) get back."""
+    from webdataset.tariterators import base_plus_ext
+
     from biotrove_cli.core.data import sample
     from biotrove_cli.core.taxonomy.lineage import Taxon
 
@@ -625,7 +627,7 @@ def test_sample_format_round_trips():
     members = sample.sample_members("k1", b"JPEG", captions, meta)
     names = [name for name, _ in members]
     assert names == ["k1.jpg", "k1.txt", "k1.sci.txt", "k1.com.txt", "k1.json"]
-    read = {"__key__": "k1", **{split_key(name)[1]: data for name, data in members}}
+    read = {"__key__": "k1", **{base_plus_ext(name)[1]: data for name, data in members}}
     assert sample.taxon_from_meta(sample.sample_meta(read)) == taxon
     assert sample.sample_image_bytes(read) == b"JPEG"
     assert sample.caption_of(read, "txt") == build_caption(taxon, "taxon_com")

@@ -17,7 +17,7 @@ import pytest
 
 from biotrove_cli.core.data.download import DownloadJob, download_all, read_status
 from biotrove_cli.core.data.sample import sample_meta
-from biotrove_cli.core.data.shards import iter_tar
+from biotrove_cli.core.data.shards import read_shard
 
 
 class _Server:
@@ -137,7 +137,9 @@ def test_download_then_shard(small_world, photos, cli, tmp_path):
         pid = by_kind[kind]
         assert (images / f"{pid}.jpg").read_bytes() == files[pid]
     keys = {
-        s["__key__"]: sample_meta(s) for tar in (out / "train").glob("*.tar") for s in iter_tar(tar)
+        s["__key__"]: sample_meta(s)
+        for tar in (out / "train").glob("*.tar")
+        for s in read_shard(tar)
     }
     assert set(keys) == {*local_ids, by_kind["ok"], by_kind["flaky"]}
     assert keys[by_kind["ok"]]["url"].endswith(f"/ok/{by_kind['ok']}.jpg")

@@ -73,7 +73,7 @@ def _species_accuracy(run: Path, shards: Path) -> float:
     emb = encode_prompts(lm, class_prompts(bank, Rank.SPECIES, "taxon", SIMPLE))
     right = total = 0
     for tar in shardlib.resolve_shards(shards, split="val"):
-        for sample in shardlib.iter_tar(tar):
+        for sample in shardlib.read_shard(tar):
             truth = bank.match(taxon_from_meta(sample_meta(sample)), Rank.SPECIES)
             img = lm.preprocess(decode(sample_image_bytes(sample)).image)[None]
             with torch.no_grad():

@@ -38,8 +38,9 @@ def eval_cmd(
         typer.Option(
             "--data",
             metavar="DATA",
-            help="A shard folder (its --split), split folder, .tar or brace pattern; or a "
-            "CSV/Parquet table with lineage and an image path column (with --images).",
+            help="A shard folder (its --split), split folder, .tar or brace pattern (local, "
+            "http(s)://, s3://, gs:// or pipe:COMMAND); or a CSV/Parquet table with lineage and "
+            "an image path column (with --images).",
             rich_help_panel=DATA,
         ),
     ],
@@ -62,6 +63,14 @@ def eval_cmd(
             "--limit", min=1, help="Evaluate the first N samples only.", rich_help_panel=DATA
         ),
     ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Stop at a shard that cannot be read or ends early (default: count it).",
+            rich_help_panel=DATA,
+        ),
+    ] = False,
     ranks: Annotated[
         str,
         typer.Option(
@@ -212,6 +221,7 @@ def eval_cmd(
         confusion=conf,
         plot=str(plot) if plot else None,
         arch=arch,
+        strict=strict,
     )
     if conf is not None and conf[0] not in cfg.ranks:
         raise UsageError(

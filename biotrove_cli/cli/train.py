@@ -42,9 +42,8 @@ def train_cmd(
         str | None,
         typer.Option(
             "--data",
-            help="Training shards: a shard folder "
-            "(its train/ split), a split folder or a brace "
-            "pattern.",
+            help="Training shards: a shard folder (its train/ split), a split folder, a brace "
+            "pattern, http(s)://, s3:// or gs:// URLs, or pipe:COMMAND.",
         ),
     ] = None,
     val_data: Annotated[
@@ -158,6 +157,14 @@ def train_cmd(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Check data, model and plan; train nothing.")
     ] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Stop at a shard that cannot be read or ends early (default: warn, count it, "
+            "go on).",
+        ),
+    ] = False,
     format: FormatOpt = Format.auto,
     output: OutputOpt = None,
 ) -> None:
@@ -186,6 +193,7 @@ def train_cmd(
         "seed": seed,
         "model.compile": compile,
         "run_dir": str(run_dir) if run_dir else None,
+        "data.strict": True if strict else None,
     }
     cfg = configlib.resolve(
         TrainConfig, preset=preset, config_file=config_file, flags=flags, overrides=overrides or []

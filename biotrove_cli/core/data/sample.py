@@ -6,7 +6,7 @@ Each sample in a tar: ``{key}.jpg``, ``{key}.txt`` (the default caption), one
 source, original size). Keys never contain dots or slashes, so stock webdataset/open_clip group
 the files by key as they are.
 
-Read back (:func:`biotrove_cli.core.data.shards.iter_tar`, or webdataset), a sample is a dict of
+Read back (:func:`biotrove_cli.core.data.shards.read_shard`, or webdataset), a sample is a dict of
 member extension -> bytes: ``{"__key__": key, "jpg": ..., "txt": ..., "taxon.txt": ...,
 "json": ...}``.
 """

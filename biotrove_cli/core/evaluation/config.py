@@ -33,6 +33,9 @@ class EvalConfig:
     confusion: tuple[Rank, str] | None = None
     plot: str | None = None
     arch: str | None = None
+    strict: bool = False  # a shard that cannot be read or ends early is an error
+    retries: int = 3  # retries of a shard that fails to open or read
+    timeout: float = 60.0  # seconds a remote shard read may wait for data
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values (for the distributed workers' config file)."""

@@ -1,10 +1,13 @@
 """What ``biotrove eval`` reads: datasets and their loaders.
 
-Data is a shard folder / split folder / brace pattern written by ``biotrove shard`` (its label
-bank is the folder's ``taxonomy.parquet``), or a CSV/Parquet table with lineage columns and an
+Data is a shard folder / split folder / brace pattern written by ``biotrove shard``, local or
+remote (http(s)://, s3://, gs://, ``pipe:``; its label bank is the ``taxonomy.parquet`` beside
+the shards), or a CSV/Parquet table with lineage columns and an
 image path (or photo id) column plus ``--images DIR``. Images are decoded in DataLoader worker
 processes (JPEG draft decoding near the model's input size); failures travel with the batch as
-reason codes, so they are counted instead of stopping the pass.
+reason codes, so they are counted instead of stopping the pass. A shard that cannot be read
+(after retries) or ends early travels as a ``shard_problems`` entry of the batch: counted with
+the samples it lost against ``sizes.json``, not as an unreadable image.
 
 Distributed: shards (or table rows) are split across processes, and across each process's
 DataLoader workers.
@@ -20,10 +23,9 @@ from typing import Any
 from torch.utils.data import IterableDataset
 
 from biotrove_cli.core.data.sample import sample_image_bytes, sample_meta, taxon_from_meta
-from biotrove_cli.core.data.shards import iter_tar
+from biotrove_cli.core.data.shards import ReadOptions, ShardProblem, read_shard
 from biotrove_cli.core.errors import InputError, SchemaError, UsageError
 from biotrove_cli.core.evaluation.config import EvalConfig
-from biotrove_cli.core.layout import TAXONOMY
 from biotrove_cli.core.taxonomy.labelbank import LabelBank
 from biotrove_cli.core.taxonomy.lineage import Taxon
 from biotrove_cli.core.taxonomy.readers import SUPPORTED_SUFFIXES, read_metadata, table_suffix
@@ -159,24 +161,29 @@ class ShardDataset(IterableDataset):
 
     With at least as many shards as (ranks x workers), each reader takes whole shards; with
     fewer, every reader walks all shards and keeps every n-th sample, so no core sits idle.
+    A shard problem is yielded as an item with ``problem`` set (once, by one reader).
     """
 
     def __init__(
         self,
-        shards: list[Path],
+        shards: list[str],
         preprocess: Any,
         draft: int,
         rank: int = 0,
         world: int = 1,
         limit: int | None = None,
+        sizes: Sequence[int | None] = (),
+        options: ReadOptions | None = None,
     ):
         super().__init__()
-        self.shards = list(shards)
+        self.shards = [str(s) for s in shards]
         self.preprocess = preprocess
         self.draft = draft
         self.rank = rank
         self.world = world
         self.limit = limit
+        self.sizes = dict(zip(self.shards, sizes, strict=False))
+        self.options = options or ReadOptions()
 
     @staticmethod
     def _worker() -> tuple[int, int]:
@@ -193,8 +200,13 @@ class ShardDataset(IterableDataset):
         yielded = 0
         index = -1  # sample index across all shards (used when readers share shards)
         for shard in shards:
-            errors: list[str] = []
-            for sample in iter_tar(shard, errors=errors):
+            problems: list[ShardProblem] = []
+            for sample in read_shard(
+                shard,
+                expected=self.sizes.get(shard),
+                options=self.options,
+                on_problem=problems.append,
+            ):
                 index += 1
                 if not whole:
                     # sample i belongs to rank i % world; within the rank, to worker j % nw
@@ -210,16 +222,18 @@ class ShardDataset(IterableDataset):
                 yielded += 1
                 yield self._item(shard, sample)
             if whole or me == 0:  # a shard every reader walks is reported once
-                for e in errors:
-                    yield {"key": e, "taxon": EMPTY_TAXON, "image": None, "error": "bad_shard"}
+                for p in problems:
+                    yield {"key": p.location, "taxon": EMPTY_TAXON, "image": None, "problem": p}
 
-    def _item(self, shard: Path, sample: dict[str, Any]) -> dict[str, Any]:
+    def _item(self, shard: str, sample: dict[str, Any]) -> dict[str, Any]:
+        from biotrove_cli.core.data.urls import shard_name
+
         key = sample["__key__"]
         taxon = taxon_from_meta(sample_meta(sample))
         data = sample_image_bytes(sample)
         if data is None:
             return {"key": key, "taxon": taxon, "image": None, "error": "missing"}
-        image, reason = _decode(data, f"{shard.name}:{key}", self.preprocess, self.draft)
+        image, reason = _decode(data, f"{shard_name(shard)}:{key}", self.preprocess, self.draft)
         return {"key": key, "taxon": taxon, "image": image, "error": reason}
 
 
@@ -227,9 +241,12 @@ EMPTY_TAXON = Taxon(names=("", "", "", "", "", "", ""))
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack the decoded images; keep the failures aside with their reason."""
+    """Stack the decoded images; keep the failures aside with their reason, and shard problems
+    (which are not samples) apart."""
     import torch
 
+    problems = [it["problem"] for it in items if "problem" in it]
+    items = [it for it in items if "problem" not in it]
     ok = [it for it in items if it["image"] is not None]
     return {
         "images": torch.stack([it["image"] for it in ok]) if ok else None,
@@ -238,6 +255,7 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
         "bad": [(it["key"], it["error"]) for it in items if it["image"] is None],
         "ok_flags": [it["image"] is not None for it in items],
         "n": len(items),
+        "shard_problems": problems,
     }
 
 
@@ -256,6 +274,7 @@ def trim(batch: dict[str, Any], take: int) -> dict[str, Any]:
         "bad": batch["bad"][:n_bad],
         "ok_flags": flags,
         "n": take,
+        "shard_problems": batch.get("shard_problems", []),
     }
 
 
@@ -266,10 +285,12 @@ class Dataset:
     kind: str  # "shards" | "table"
     source: str
     bank: LabelBank
-    shards: list[Path] = field(default_factory=list)
+    shards: list[str] = field(default_factory=list)
     rows: list[TableRow] = field(default_factory=list)
     total: int | None = None
     split: str | None = None
+    sizes: tuple[int | None, ...] = ()  # sizes.json count per shard
+    options: ReadOptions = field(default_factory=ReadOptions)
 
     def describe(self) -> dict[str, Any]:
         """The data's part of the result document."""
@@ -315,28 +336,46 @@ def open_dataset(cfg: EvalConfig) -> Dataset:
             f"{data}: not a shard (.tar) or a metadata table",
             hint="pass a shard folder, a .tar or brace pattern, or a CSV/Parquet table",
         )
-    shards = sh.resolve_shards(cfg.data, split=cfg.split)
+    shards = sh.open_shards(
+        cfg.data, split=cfg.split, options=ReadOptions(cfg.retries, cfg.timeout)
+    )
     if bank is None:
-        root = sh.dataset_root(shards)
-        if root is None:
-            raise InputError(
-                f"{cfg.data}: the shards have no taxonomy.parquet beside them, so the label "
-                "bank is unknown",
-                hint="pass --labels FILE (a metadata table with lineage)",
-            )
-        bank = LabelBank.load(root / TAXONOMY)
-        split = shards[0].parent.name
-        # the classes of a split are the species it holds (when the counts say so)
-        if bank.counts and any(split in c for c in bank.counts.values()):
-            kept = [t for t in bank.taxa if bank.counts.get(t.species_key, {}).get(split, 0) > 0]
-            if kept:
-                bank = LabelBank(taxa=kept, source=f"{root / TAXONOMY} ({split} species)")
-    total = sh.count_samples(shards)
+        bank = _shard_bank(shards, cfg.data)
+    total = shards.total
     if cfg.limit is not None:
         total = cfg.limit if total is None else min(total, cfg.limit)
     return Dataset(
-        "shards", str(cfg.data), bank, shards=shards, total=total, split=shards[0].parent.name
+        "shards",
+        str(cfg.data),
+        bank,
+        shards=shards.locations,
+        total=total,
+        split=shards.split,
+        sizes=shards.expected(),
+        options=shards.options,
     )
+
+
+def _shard_bank(shards: Any, data: str) -> LabelBank:
+    """The label bank of the shards' taxonomy.parquet: the species of their split."""
+    from biotrove_cli.core.data.shards import taxonomy_file
+
+    with taxonomy_file(shards) as (path, source):
+        if path is None:
+            raise InputError(
+                f"{data}: the shards have no taxonomy.parquet beside them, so the label "
+                f"bank is unknown ({source})",
+                hint="pass --labels FILE (a metadata table with lineage)",
+            )
+        bank = LabelBank.load(path)
+    split = shards.split
+    # the classes of a split are the species it holds (when the counts say so)
+    if bank.counts and any(split in c for c in bank.counts.values()):
+        kept = [t for t in bank.taxa if bank.counts.get(t.species_key, {}).get(split, 0) > 0]
+        if kept:
+            return LabelBank(taxa=kept, source=f"{source} ({split} species)")
+    bank.source = source
+    return bank
 
 
 def image_loader(dataset: Any, batch_size: int, workers: int, pin_memory: bool = False) -> Any:
@@ -372,7 +411,9 @@ def eval_loader(
         dataset: Any = TableDataset(rows[rank::world], preprocess, image_size)
     else:
         per_rank = None if limit is None else share(limit, rank, world)
-        dataset = ShardDataset(ds.shards, preprocess, image_size, rank, world, per_rank)
+        dataset = ShardDataset(
+            ds.shards, preprocess, image_size, rank, world, per_rank, ds.sizes, ds.options
+        )
     return image_loader(dataset, batch_size, workers, pin_memory)
 
 

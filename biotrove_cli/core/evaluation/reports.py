@@ -75,6 +75,8 @@ def build_document(
                 "n_images": m.n_seen,
                 "n_unreadable": sum(m.unreadable.values()),
                 "unreadable": dict(m.unreadable),
+                "lost_samples": m.lost_samples,
+                "shard_problems": m.shard_problems,
                 "timings": m.timings,
             }
             for m in models
@@ -124,6 +126,24 @@ def build_notes(models: list[ModelTally], cfg: EvalConfig) -> list[str]:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(m.unreadable.items()))
         ex = "; ".join(m.unreadable_examples[:3])
         notes.append(f"{plural(bad, 'image')} unreadable, skipped ({reasons}; e.g. {ex})")
+    notes.extend(shard_notes(m))
+    return notes
+
+
+def shard_notes(m: ModelTally) -> list[str]:
+    """One sentence per shard that failed or ended early (the first few), and the total lost."""
+    from biotrove_cli.core.data.shards import ShardProblem
+
+    problems = [ShardProblem.from_dict(p) for p in m.shard_problems]
+    notes = [p.message() for p in problems[:5]]
+    if len(problems) > 5:
+        notes.append(f"... and {plural(len(problems) - 5, 'more shard')}")
+    if problems:
+        skipped = sum(p.kind == "failed" for p in problems)
+        notes.append(
+            f"{plural(len(problems), 'shard')} unreadable or ended early ({skipped} skipped); "
+            f"{plural(m.lost_samples, 'sample')} lost against sizes.json"
+        )
     return notes
 
 

@@ -42,6 +42,7 @@ class ModelTally:
     severity: dict[Mode, SeverityTally] = field(default_factory=dict)
     unreadable: Counter = field(default_factory=Counter)
     unreadable_examples: list[str] = field(default_factory=list)
+    shard_problems: list[dict[str, Any]] = field(default_factory=list)  # ShardProblem.to_dict()
     n_seen: int = 0
     info: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
@@ -78,7 +79,13 @@ class ModelTally:
         for e in other.unreadable_examples:
             if len(self.unreadable_examples) < 5:
                 self.unreadable_examples.append(e)
+        self.shard_problems.extend(other.shard_problems)
         self.n_seen += other.n_seen
+
+    @property
+    def lost_samples(self) -> int:
+        """Samples the shards that failed or ended early did not give (sizes.json's count)."""
+        return sum(p.get("lost") or 0 for p in self.shard_problems)
 
 
 class TruthIndex:
@@ -196,6 +203,7 @@ def score_model(
             if per_rank_limit is not None:
                 batch = trim(batch, per_rank_limit - done)
             done += batch["n"]
+            _note_shard_problems(batch.get("shard_problems", ()), tally, cfg.strict)
             for key, reason in batch["bad"]:
                 tally.add_unreadable(key, reason)
             if batch["images"] is not None:
@@ -223,6 +231,20 @@ def score_model(
         "images_per_s": round(n_ok / t_images, 2) if t_images > 0 else None,
     }
     return tally
+
+
+def _note_shard_problems(problems: Sequence[Any], tally: ModelTally, strict: bool) -> None:
+    """Count the shards that failed or ended early (an error under ``--strict``)."""
+    from biotrove_cli.core.errors import InputError
+
+    for problem in problems:
+        if strict:
+            raise InputError(
+                problem.message(),
+                hint="fix or re-create the shard, or drop --strict to count such shards and "
+                "score the rest",
+            )
+        tally.shard_problems.append(problem.to_dict())
 
 
 def gather(tally: ModelTally, world: int) -> ModelTally | None:

@@ -34,12 +34,19 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     train: str = cfg_field(
-        "", "training shards: a shard folder (its train/ split), a split folder, or a brace pattern"
+        "",
+        "training shards: a shard folder (its train/ split), a split folder, a brace pattern, "
+        "http(s)://, s3:// or gs:// URLs, or pipe:COMMAND",
     )
     val: str = cfg_field("", "validation shards for the periodic zero-shot evaluation")
     resampled: bool = cfg_field(False, "sample shards with replacement (an epoch = num_samples)")
     num_samples: int | None = cfg_field(
         None, "samples per epoch (default: the dataset size from sizes.json)"
+    )
+    retries: int = cfg_field(3, "retries (with backoff) of a shard that fails to open or read")
+    timeout: float = cfg_field(60.0, "seconds a remote shard read may wait for data")
+    strict: bool = cfg_field(
+        False, "stop at a shard that cannot be read or ends early (default: count it, go on)"
     )
     text_type: str = cfg_field(
         "taxon_com",
@@ -120,9 +127,12 @@ class TrainConfig:
             ("keep_last", self.keep_last),
             ("val_every", self.val_every),
             ("data.shuffle_buffer", self.data.shuffle_buffer),
+            ("data.retries", self.data.retries),
         ):
             if value < 0:
                 problems.append(f"{name}: must not be negative, got {value}")
+        if self.data.timeout <= 0:
+            problems.append(f"data.timeout: must be positive, got {self.data.timeout}")
         if self.optim.lr <= 0:
             problems.append(f"optim.lr: must be positive, got {self.optim.lr}")
         if self.optim.wd < 0:

@@ -17,20 +17,28 @@ Deterministic by construction, so that a resumed run continues where it stopped:
 
 A sample whose image cannot be decoded is replaced by another sample of the same batch (batch
 shapes must agree across ranks for the gathered contrastive loss) and counted.
+
+Shards are read through :func:`biotrove_cli.core.data.shards.read_shard` (local or remote, with
+retries and a read timeout). A shard that fails or ends early travels with the next batch as a
+:class:`~biotrove_cli.core.data.shards.ShardProblem`; the Trainer warns, counts it
+(:class:`DataTally`) and, under ``data.strict``, stops. Problems met while a resumed stream skips
+the batches it had already produced are not reported again: the checkpoint carries their count.
+Streams whose shards fail one after another pause longer each time (the store may be down) and
+stop after ``MAX_FAILED_IN_A_ROW``.
 """
 
 from __future__ import annotations
 
 import random
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from biotrove_cli.core.data import shards as shardlib
 from biotrove_cli.core.data.sample import caption_key, caption_of, sample_image_bytes
-from biotrove_cli.core.errors import InputError, TrainingError
+from biotrove_cli.core.errors import BiotroveError, InputError, TrainingError
 from biotrove_cli.core.taxonomy.captions import REFERENCE_RANDOM_TYPES, TEXT_TYPES
 
 
@@ -51,6 +59,13 @@ class StreamPlan:
     shuffle_buffer: int
     image_size: int
     decode_on_device: bool = False
+    sizes: tuple[int | None, ...] = ()  # sizes.json count per shard (None: not listed)
+    retries: int = 3  # retries of a failed shard open or read
+    timeout: float = 60.0  # seconds a remote read may wait for data
+
+    @property
+    def read_options(self) -> shardlib.ReadOptions:
+        return shardlib.ReadOptions(retries=self.retries, timeout=self.timeout)
 
     @property
     def streams_per_rank(self) -> int:
@@ -91,6 +106,39 @@ def check_plan(plan: StreamPlan) -> None:
         )
 
 
+#: a stream stops when this many shards in a row could not be read (the store is down)
+MAX_FAILED_IN_A_ROW = 10
+
+
+@dataclass
+class DataTally:
+    """Shards skipped (unreadable) or truncated (ended early), and the samples lost with them."""
+
+    skipped_shards: int = 0
+    truncated_shards: int = 0
+    lost_samples: int = 0
+
+    def add(self, problem: shardlib.ShardProblem) -> None:
+        if problem.kind == "failed":
+            self.skipped_shards += 1
+        else:
+            self.truncated_shards += 1
+        self.lost_samples += problem.lost or 0
+
+    def as_list(self) -> list[int]:
+        return [getattr(self, f.name) for f in fields(self)]
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @classmethod
+    def from_values(cls, values: Any) -> DataTally:
+        """From :meth:`as_list` or :meth:`as_dict` (a checkpoint's), tolerating old ones."""
+        if isinstance(values, dict):
+            return cls(**{f.name: int(values.get(f.name, 0)) for f in fields(cls)})
+        return cls(*(int(v) for v in values)) if values else cls()
+
+
 def step_text_type(text_type: str, step: int) -> str:
     """The caption type of a batch (``random``: the reference trainer's choice)."""
     if text_type == "random":
@@ -100,31 +148,41 @@ def step_text_type(text_type: str, step: int) -> str:
     return text_type
 
 
-def validate_captions(shards: list[Path], text_type: str) -> None:
-    """Check the first sample has the caption files the text type needs (clear error if not)."""
+def validate_captions(shards: shardlib.ShardSet, text_type: str) -> None:
+    """Check the first readable sample has the caption files the text type needs (clear error
+    if not); shards that cannot be read are passed over (training warns about them)."""
     needed = (
         REFERENCE_RANDOM_TYPES if text_type in ("random", "random-per-sample") else (text_type,)
     )
-    for sample in shardlib.iter_tar(shards[0], errors=[]):
-        missing = [t for t in needed if caption_key(t) not in sample]
-        if missing:
-            raise TrainingError(
-                f"{shards[0]}: samples lack the caption file(s) "
-                + ", ".join(f"{{key}}.{t}.txt" for t in missing)
-                + f" needed by text type {text_type!r}",
-                hint="reshard with `biotrove shard --captions all`, or set data.text_type to a "
-                "type the shards have (default taxon_com)",
-            )
-        if sample_image_bytes(sample) is None:
-            raise TrainingError(
-                f"{shards[0]}: samples have no image (jpg/png/webp)",
-                hint="is this a biotrove/WebDataset image-text shard?",
-            )
-        return
+    problems: list[shardlib.ShardProblem] = []
+    for location in shards.locations[:3]:
+        for sample in shardlib.read_shard(
+            location, options=shards.options, on_problem=problems.append
+        ):
+            _check_sample(sample, location, needed, text_type)
+            return
     raise TrainingError(
-        f"{shards[0]}: the shard is empty or unreadable",
-        hint="re-run `biotrove shard` on its folder to redo it",
+        f"{shards.spec}: the first shards are empty or unreadable: "
+        + "; ".join(p.message() for p in problems[:3]),
+        hint="check the shards (biotrove info) and the network, or re-run `biotrove shard`",
     )
+
+
+def _check_sample(sample: dict[str, Any], location: str, needed: tuple[str, ...], text_type: str):
+    missing = [t for t in needed if caption_key(t) not in sample]
+    if missing:
+        raise TrainingError(
+            f"{location}: samples lack the caption file(s) "
+            + ", ".join(f"{{key}}.{t}.txt" for t in missing)
+            + f" needed by text type {text_type!r}",
+            hint="reshard with `biotrove shard --captions all`, or set data.text_type to a "
+            "type the shards have (default taxon_com)",
+        )
+    if sample_image_bytes(sample) is None:
+        raise TrainingError(
+            f"{location}: samples have no image (jpg/png/webp)",
+            hint="is this a biotrove/WebDataset image-text shard?",
+        )
 
 
 class _Tokens:
@@ -195,27 +253,43 @@ class ShardStream:
         p = self.plan
         rnd = random.Random(f"{p.seed}:{self.epoch}:{p.rank}:{role}:buffer")
         buffer: list[dict[str, Any]] = []
-        errors: list[str] = []
-        empty_run = 0
+        expected = dict(zip(p.shards, p.sizes, strict=False))
+        options = p.read_options
+        dead: set[str] = set()  # failed once this epoch: not tried (nor counted) again
+        empty_run = failed_run = 0
         for shard in self._shard_sequence(role):
-            got = 0
-            for sample in shardlib.iter_tar(shard, errors=errors):
-                got += 1
-                if p.shuffle_buffer <= 1:
+            got, found = 0, len(self.problems)
+            if shard not in dead:
+                for sample in shardlib.read_shard(
+                    shard,
+                    expected=expected.get(shard),
+                    options=options,
+                    on_problem=self.problems.append,
+                ):
+                    got += 1
+                    if p.shuffle_buffer <= 1:
+                        yield sample
+                        continue
+                    if len(buffer) < p.shuffle_buffer:
+                        buffer.append(sample)
+                        continue
+                    i = rnd.randrange(len(buffer))
+                    buffer[i], sample = sample, buffer[i]
                     yield sample
-                    continue
-                if len(buffer) < p.shuffle_buffer:
-                    buffer.append(sample)
-                    continue
-                i = rnd.randrange(len(buffer))
-                buffer[i], sample = sample, buffer[i]
-                yield sample
+            failed = len(self.problems) > found and self.problems[-1].kind == "failed"
+            if failed:
+                dead.add(shard)
+            failed_run = failed_run + 1 if failed and not got else 0
             empty_run = 0 if got else empty_run + 1
-            if empty_run > len(p.shards):
+            if failed_run >= MAX_FAILED_IN_A_ROW or empty_run > len(p.shards):
+                last = self.problems[-1].message() if self.problems else "no samples"
                 raise TrainingError(
-                    "every shard of this stream is empty or unreadable",
-                    hint="; ".join(errors[:3]) or "check the shards",
+                    f"{empty_run} shards in a row gave no sample (the last: {last})",
+                    hint="check the network and the shards' location; the last checkpoint is "
+                    "kept: continue with --resume latest once they can be read",
                 )
+            if failed_run >= 2:  # the store may be down: wait longer before each next shard
+                time.sleep(min(2.0 ** (failed_run - 1), 60.0))
 
     # -- batches -------------------------------------------------------------------------------
     def _role(self) -> int:
@@ -231,12 +305,22 @@ class ShardStream:
         role = self._role()
         mine = list(range(role, p.batches_per_epoch, nw))
         skip = sum(1 for b in mine if b < self.start_batch)
+        self.problems: list[shardlib.ShardProblem] = []
         samples = self._raw_samples(role)
-        for _ in range(skip * p.batch_size):
-            next(samples)
-        for b in mine[skip:]:
-            raw = [next(samples) for _ in range(p.batch_size)]
-            yield self._make_batch(raw, b)
+        b = mine[skip] if skip < len(mine) else self.start_batch
+        try:
+            for _ in range(skip * p.batch_size):
+                next(samples)
+            self.problems.clear()  # the run that trained on them counted them (checkpoint)
+            for b in mine[skip:]:
+                raw = [next(samples) for _ in range(p.batch_size)]
+                batch = self._make_batch(raw, b)
+                batch["shard_problems"], self.problems = self.problems, []
+                yield batch
+        except BiotroveError as exc:  # raised in a worker process: hand it over whole
+            yield {"valid": False, "batch": b, "fatal": (exc.message, exc.hint)}
+        finally:
+            samples.close()  # ends a remote read still in flight
 
     def _make_batch(self, raw: list[dict[str, Any]], b: int) -> dict[str, Any]:
         import torch
@@ -289,6 +373,8 @@ class ShardStream:
             "valid": True,
             "images": image_data,
             "tokens": tokens,
+            "keys": [s["__key__"] for s in raw],
+            "texts": texts,
             "batch": b,
             "step": step,
             "text_type": batch_type or "per-sample",
@@ -416,5 +502,6 @@ __all__ = [
     "step_text_type",
     "validate_captions",
     "device_images",
+    "DataTally",
     "TEXT_TYPES",
 ]

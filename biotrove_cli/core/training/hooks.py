@@ -24,6 +24,7 @@ class TrainResult:
     last_loss: float | None = None
     skipped_nonfinite: int = 0  # batches skipped: a non-finite loss, or no decodable image
     bad_samples: int = 0
+    data_problems: dict[str, int] = field(default_factory=dict)  # skipped/truncated shards, lost
     last_checkpoint: Path | None = None
     last_eval: dict[str, Any] = field(default_factory=dict)
     resumed_from: Path | None = None

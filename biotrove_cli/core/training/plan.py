@@ -8,9 +8,9 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from biotrove_cli.core.data.shards import ShardSet
 from biotrove_cli.core.errors import InputError, TrainingError, UsageError
 from biotrove_cli.core.training.config import TrainConfig
 from biotrove_cli.core.training.data import StreamPlan
@@ -18,40 +18,48 @@ from biotrove_cli.core.training.data import StreamPlan
 log = logging.getLogger("biotrove")
 
 
-def resolve_data(cfg: TrainConfig) -> tuple[list[Path], int, Any]:
-    """Training shards, samples per epoch, and the label bank of the training data."""
+def resolve_data(cfg: TrainConfig) -> tuple[ShardSet, int, Any]:
+    """Training shards (local or remote) with their sizes, samples per epoch, and the label bank
+    of the training data (``taxonomy.parquet`` beside the shards, fetched when remote)."""
     from biotrove_cli.core.data import shards as shardlib
-    from biotrove_cli.core.layout import TAXONOMY
-    from biotrove_cli.core.taxonomy.labelbank import LabelBank
 
     if not cfg.data.train:
         raise UsageError(
             "no training data", hint="pass --data with a shard folder (written by `biotrove shard`)"
         )
-    shards = shardlib.resolve_shards(cfg.data.train, split="train")
-    total = shardlib.count_samples(shards)
-    num_samples = cfg.data.num_samples or total
+    options = shardlib.ReadOptions(retries=cfg.data.retries, timeout=cfg.data.timeout)
+    shards = shardlib.open_shards(cfg.data.train, split="train", options=options)
+    num_samples = cfg.data.num_samples or shards.total
     if num_samples is None:
         raise TrainingError(
-            "the number of training samples is unknown: no sizes.json beside the shards",
-            hint="set data.num_samples=N, or point --data at a folder written by "
-            "`biotrove shard` (it writes sizes.json)",
+            "the number of training samples is unknown: "
+            + (shards.sizes_note or "no sizes.json beside the shards"),
+            hint="set data.num_samples=N (the samples in one epoch), or point --data at shards "
+            "written by `biotrove shard` (it writes sizes.json beside them)",
         )
     if num_samples == 0:
         raise InputError(
             f"{cfg.data.train}: the training shards hold no samples",
             hint="check the shard folder (biotrove info DIR)",
         )
-    root = shardlib.dataset_root(shards)
-    bank = None
-    if root is not None:
+    return shards, num_samples, _label_bank(shards)
+
+
+def _label_bank(shards: ShardSet) -> Any:
+    from biotrove_cli.core.data.shards import taxonomy_file
+    from biotrove_cli.core.taxonomy.labelbank import LabelBank
+
+    with taxonomy_file(shards) as (path, source):
+        if path is None:
+            log.debug("no label bank for this run: %s", source)
+            return None
         try:
-            bank = LabelBank.load(root / TAXONOMY)
+            bank = LabelBank.load(path)
         except Exception as exc:  # the bank is a convenience for eval/classify, not training
-            log.warning(
-                "cannot read %s (%s); the run will have no label bank", root / TAXONOMY, exc
-            )
-    return shards, num_samples, bank
+            log.warning("cannot read %s (%s); the run will have no label bank", source, exc)
+            return None
+        bank.source = source
+        return bank
 
 
 @dataclass(frozen=True)
@@ -65,7 +73,7 @@ class Schedule:
 
 def stream_plan(
     cfg: TrainConfig,
-    shards: list[Path],
+    shards: ShardSet,
     num_samples: int,
     *,
     world_size: int,
@@ -76,7 +84,7 @@ def stream_plan(
     from biotrove_cli.core.training.data import check_plan
 
     plan = StreamPlan(
-        shards=tuple(str(s) for s in shards),
+        shards=tuple(shards.locations),
         num_samples=num_samples,
         batch_size=cfg.data.batch_size,
         world_size=world_size,
@@ -89,6 +97,9 @@ def stream_plan(
         shuffle_buffer=cfg.data.shuffle_buffer,
         image_size=image_size,
         decode_on_device=cfg.data.decode == "device",
+        sizes=shards.expected(),
+        retries=cfg.data.retries,
+        timeout=cfg.data.timeout,
     )
     check_plan(plan)
     per_epoch = plan.steps_per_epoch

@@ -170,6 +170,9 @@ def summarize(run_dir: Path) -> list[dict[str, Any]]:
         rows.append({"key": "loss_first", "value": round(steps[0]["loss"], 4)})
         rows.append({"key": "loss_last", "value": round(steps[-1]["loss"], 4)})
         rows.append({"key": "samples_per_s", "value": round(steps[-1].get("samples_per_s", 0), 1)})
+        for key in ("skipped_shards", "truncated_shards", "lost_samples"):
+            if key in steps[-1]:  # shards unreadable or ended early, over the whole run
+                rows.append({"key": key, "value": steps[-1][key]})
     latest = resolve_latest(run_dir)
     rows.append({"key": "checkpoint", "value": str(latest) if latest else ""})
     if evals:

@@ -13,7 +13,9 @@ Reliability:
   ``allow_config_change``; under torchrun restarts the workers resume by themselves;
 * SIGTERM/SIGUSR1 (SLURM preemption): save, then raise PreemptedError (exit 75 -> requeue);
 * a non-finite loss skips the step; ``max_nonfinite`` in a row stops with an error, keeping the
-  last good checkpoint.
+  last good checkpoint;
+* a shard that cannot be read (after retries) or ends early is warned about and counted
+  (``metrics.jsonl``, the summary, the checkpoint), or stops the run under ``data.strict``.
 
 The shape is torchtune's recipe: setup pieces and the loss step are short methods with the state
 in attributes, and :meth:`Trainer.run` is only the loop::
@@ -38,7 +40,13 @@ from pathlib import Path
 from typing import Any
 
 from biotrove_cli.core import config as configlib
-from biotrove_cli.core.distributed.env import any_rank, barrier, dist_env, process_group
+from biotrove_cli.core.distributed.env import (
+    any_rank,
+    barrier,
+    dist_env,
+    process_group,
+    sum_ranks,
+)
 from biotrove_cli.core.errors import PreemptedError, TrainingError
 from biotrove_cli.core.runtime import (
     device_type,
@@ -49,6 +57,7 @@ from biotrove_cli.core.runtime import (
 )
 from biotrove_cli.core.training import run as runlib
 from biotrove_cli.core.training.config import TrainConfig
+from biotrove_cli.core.training.data import DataTally
 from biotrove_cli.core.training.hooks import Callbacks, TrainResult, Validator
 from biotrove_cli.core.training.model import (
     autocast_for,
@@ -118,6 +127,8 @@ class Trainer:
         self.lr = 0.0
         self.accum_count = self.nonfinite_run = self._samples_since_log = 0
         self._t_log = 0.0
+        # shards this rank found unreadable or short (rank 0 also holds a resumed run's count)
+        self.data_tally = DataTally()
 
     # -- setup -----------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -217,6 +228,8 @@ class Trainer:
         self.global_step = int(state["step"])
         self.epoch = int(state.get("epoch", 0))
         self.batch_in_epoch = int(state.get("batch_in_epoch", 0))
+        if self.is_main:  # the all-rank count so far; the other ranks add theirs from now on
+            self.data_tally = DataTally.from_values((state.get("data") or {}).get("shards"))
         warn_on_layout_change(state, self.plan.workers, self.env.world_size)
         if self.batch_in_epoch >= self.plan.batches_per_epoch:
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
@@ -311,6 +324,7 @@ class Trainer:
             self.batch_in_epoch = batch["batch"] + 1
             self.result.bad_samples += batch.get("bad", 0)
             self._stop_if_signalled(batch["batch"])
+            self._note_shard_problems(batch)
             if any_rank(not batch["valid"], self.device):
                 self.result.skipped_nonfinite += 1  # no decodable image in this batch on some rank
                 continue
@@ -419,15 +433,21 @@ class Trainer:
         if self.result.first_loss is None:
             self.result.first_loss = loss
         self.result.last_loss = loss
+        totals = self._data_totals() if self._log_due() else None
         if self.is_main:
-            self._report_step(loss, text_type)
+            self._report_step(loss, text_type, totals)
         step, cfg = self.global_step, self.cfg
         if cfg.save_every and step % cfg.save_every == 0 and step < self.total_steps:
             self.save_checkpoint()
         if cfg.val_every and step % cfg.val_every == 0:
             self.validate()
 
-    def _report_step(self, loss: float, text_type: str | None) -> None:
+    def _log_due(self) -> bool:
+        return self.global_step % self.cfg.log_every == 0 or self.global_step == self.total_steps
+
+    def _report_step(
+        self, loss: float, text_type: str | None, data_totals: dict[str, int] | None = None
+    ) -> None:
         """Rank 0: the step to the callbacks; every ``log_every`` steps, to metrics.jsonl."""
         import torch
 
@@ -446,9 +466,11 @@ class Trainer:
         if is_cuda(self.device):
             metrics["max_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
         self.callbacks.on_step(metrics)
-        if self.global_step % self.cfg.log_every == 0 or self.global_step == self.total_steps:
+        if self._log_due():
             metrics["time"] = runlib.now_iso()
             metrics["bad_samples"] = self.result.bad_samples
+            metrics.update(data_totals or {})
+            self.result.data_problems = dict(data_totals or {})
             self._log(metrics)
             self._t_log, self._samples_since_log = now, 0
 
@@ -464,9 +486,31 @@ class Trainer:
             hint="requeue the job, or run the same command with --resume latest",
         )
 
+    def _note_shard_problems(self, batch: dict[str, Any]) -> None:
+        """Warn about and count the shards this batch's stream found unreadable or short; stop
+        (on every rank) under ``data.strict``. A worker's own error is raised here."""
+        if "fatal" in batch:
+            message, hint = batch["fatal"]
+            raise TrainingError(message, hint=hint)
+        problems = batch.get("shard_problems") or ()
+        for problem in problems:
+            log.warning("%s", problem.message())
+            self.data_tally.add(problem)
+        if self.cfg.data.strict and any_rank(bool(problems), self.device):
+            raise TrainingError(
+                problems[0].message() if problems else "a shard failed on another rank",
+                hint="fix or re-create the shard, or drop --strict (data.strict) to count such "
+                "shards and go on; the last checkpoint is kept",
+            )
+
+    def _data_totals(self) -> dict[str, int]:
+        """Every rank's shard problems summed (a collective: every rank calls it)."""
+        return DataTally.from_values(sum_ranks(self.data_tally.as_list(), self.device)).as_dict()
+
     # -- checkpoints, validation, the end --------------------------------------------------------
     def save_checkpoint(self) -> None:
         """Rank 0 saves the run's state at the current position; every rank waits for it."""
+        shards = self._data_totals()
         if self.is_main:
             self.result.last_checkpoint = save_training_checkpoint(
                 self.run_dir,
@@ -481,6 +525,7 @@ class Trainer:
                     "workers": self.plan.workers,
                     "world_size": self.env.world_size,
                     "batch_size": self.plan.batch_size,
+                    "shards": shards,
                 },
                 keep_last=self.cfg.keep_last,
             )
