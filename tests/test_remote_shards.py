@@ -272,9 +272,8 @@ def test_faults_are_retried_or_counted_and_nothing_hangs(cli, dataset, server, s
     requests = server.requests
     assert requests.count("/train/shard-000001.tar") == 1  # a 404 is not retried
     assert requests.count("/train/shard-000004.tar") == 2  # one retry, then given up
-    for name in ("shard-000002.tar", "shard-000003.tar", "shard-000004.tar"):
-        first = requests.index(f"/train/{name}")
-        assert requests[first + 1] == f"/train/{name}"  # retried at once
+    assert requests.count("/train/shard-000002.tar") >= 2  # failed first: retried
+    assert requests.count("/train/shard-000003.tar") >= 2
     # the retried shards gave every sample; the failed ones none
     trained = {k for b in seen for k in b[2]}
     assert _shard_keys(dataset, "shard-000002.tar") | _shard_keys(dataset, "shard-000003.tar") <= (

@@ -354,19 +354,52 @@ def _tar_reason(exc: BaseException) -> str:
     return first.split(" @ ")[0]  # webdataset appends " @ <stream object>"
 
 
+class Prefetch:
+    """Starts reading the next remote shard while the current one is read, so that a stream
+    does not wait for a command to start and a connection to open at every shard."""
+
+    def __init__(self, options: ReadOptions):
+        self.options = options
+        self.pending: tuple[str, Any] | None = None
+
+    def start(self, location: str) -> None:
+        """Open ``location`` now (remote only); a failure shows when it is read."""
+        self.close()
+        if urls.is_remote(location):
+            try:
+                self.pending = (location, open_location(location, self.options.timeout))
+            except (SourceError, InputError):
+                pass
+
+    def take(self, location: str) -> Any:
+        """The stream opened for ``location``, or None (any other is closed)."""
+        if self.pending is not None and self.pending[0] == location:
+            stream, self.pending = self.pending[1], None
+            return stream
+        self.close()
+        return None
+
+    def close(self) -> None:
+        if self.pending is not None:
+            self.pending[1].close()
+            self.pending = None
+
+
 def read_shard(
     location: str | Path,
     *,
     expected: int | None = None,
     options: ReadOptions | None = None,
     on_problem: Callable[[ShardProblem], None] | None = None,
+    stream: Any = None,
 ) -> Iterator[dict[str, Any]]:
     """Samples of one shard as dicts ``{"__key__", "__url__", ext: bytes, ...}``.
 
     A failed open or read is retried (``options``); a retry skips the samples already given.
     When the shard still fails, or ends before ``expected`` samples (sizes.json), the
     :class:`ShardProblem` goes to ``on_problem`` and the iteration ends; without
-    ``on_problem`` it is raised as an InputError.
+    ``on_problem`` it is raised as an InputError. ``stream``: the shard already opened
+    (:class:`Prefetch`), for the first try.
     """
     location = str(location)
     options = options or ReadOptions()
@@ -376,7 +409,9 @@ def read_shard(
         tries += 1
         seen = 0
         try:
-            with open_location(location, options.timeout) as stream:
+            if stream is None:
+                stream = open_location(location, options.timeout)
+            with stream:
                 for sample in _tar_samples(stream, location):
                     seen += 1
                     if seen > got:  # after a retry: skip what was already given
@@ -390,6 +425,7 @@ def read_shard(
                 problem = ShardProblem(location, "failed", got, expected, reason, tries)
                 break
             log.debug("%s: %s; retrying (%d of %d)", location, reason, tries, options.retries)
+            stream = None
             time.sleep(options.delay(tries))
         except _TAR_ERRORS as exc:
             problem = ShardProblem(location, "truncated", got, expected, _tar_reason(exc), tries)

@@ -16,6 +16,7 @@ DataLoader workers.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 from torch.utils.data import IterableDataset
 
 from biotrove_cli.core.data.sample import sample_image_bytes, sample_meta, taxon_from_meta
-from biotrove_cli.core.data.shards import ReadOptions, ShardProblem, read_shard
+from biotrove_cli.core.data.shards import Prefetch, ReadOptions, ShardProblem, read_shard
 from biotrove_cli.core.errors import InputError, SchemaError, UsageError
 from biotrove_cli.core.evaluation.config import EvalConfig
 from biotrove_cli.core.taxonomy.labelbank import LabelBank
@@ -199,31 +200,36 @@ class ShardDataset(IterableDataset):
         shards = self.shards[me::total] if whole else self.shards
         yielded = 0
         index = -1  # sample index across all shards (used when readers share shards)
-        for shard in shards:
-            problems: list[ShardProblem] = []
-            for sample in read_shard(
-                shard,
-                expected=self.sizes.get(shard),
-                options=self.options,
-                on_problem=problems.append,
-            ):
-                index += 1
-                if not whole:
-                    # sample i belongs to rank i % world; within the rank, to worker j % nw
-                    if index % self.world != self.rank:
-                        continue
-                    local = index // self.world
-                    if self.limit is not None and local >= self.limit:
+        with closing(Prefetch(self.options)) as prefetch:
+            for i, shard in enumerate(shards):
+                stream = prefetch.take(shard)
+                if i + 1 < len(shards):
+                    prefetch.start(shards[i + 1])  # its connection opens while this one is read
+                problems: list[ShardProblem] = []
+                for sample in read_shard(
+                    shard,
+                    expected=self.sizes.get(shard),
+                    options=self.options,
+                    on_problem=problems.append,
+                    stream=stream,
+                ):
+                    index += 1
+                    if not whole:
+                        # sample i belongs to rank i % world; within the rank, to worker j % nw
+                        if index % self.world != self.rank:
+                            continue
+                        local = index // self.world
+                        if self.limit is not None and local >= self.limit:
+                            return
+                        if local % nw != wid:
+                            continue
+                    elif self.limit is not None and yielded >= self.limit:
                         return
-                    if local % nw != wid:
-                        continue
-                elif self.limit is not None and yielded >= self.limit:
-                    return
-                yielded += 1
-                yield self._item(shard, sample)
-            if whole or me == 0:  # a shard every reader walks is reported once
-                for p in problems:
-                    yield {"key": p.location, "taxon": EMPTY_TAXON, "image": None, "problem": p}
+                    yielded += 1
+                    yield self._item(shard, sample)
+                if whole or me == 0:  # a shard every reader walks is reported once
+                    for p in problems:
+                        yield {"key": p.location, "taxon": EMPTY_TAXON, "image": None, "problem": p}
 
     def _item(self, shard: str, sample: dict[str, Any]) -> dict[str, Any]:
         from biotrove_cli.core.data.urls import shard_name

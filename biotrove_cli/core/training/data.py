@@ -33,6 +33,7 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -254,42 +255,54 @@ class ShardStream:
         rnd = random.Random(f"{p.seed}:{self.epoch}:{p.rank}:{role}:buffer")
         buffer: list[dict[str, Any]] = []
         expected = dict(zip(p.shards, p.sizes, strict=False))
-        options = p.read_options
         dead: set[str] = set()  # failed once this epoch: not tried (nor counted) again
         empty_run = failed_run = 0
-        for shard in self._shard_sequence(role):
-            got, found = 0, len(self.problems)
-            if shard not in dead:
-                for sample in shardlib.read_shard(
-                    shard,
-                    expected=expected.get(shard),
-                    options=options,
-                    on_problem=self.problems.append,
-                ):
-                    got += 1
-                    if p.shuffle_buffer <= 1:
+        sequence = self._shard_sequence(role)
+        upcoming = next(sequence)
+        with closing(shardlib.Prefetch(p.read_options)) as prefetch:
+            while True:
+                shard, upcoming = upcoming, next(sequence)
+                got, found = 0, len(self.problems)
+                stream = prefetch.take(shard)
+                if upcoming not in dead:
+                    prefetch.start(upcoming)  # its connection opens while this one is read
+                if shard not in dead:
+                    for sample in shardlib.read_shard(
+                        shard,
+                        expected=expected.get(shard),
+                        options=p.read_options,
+                        on_problem=self.problems.append,
+                        stream=stream,
+                    ):
+                        got += 1
+                        if p.shuffle_buffer <= 1:
+                            yield sample
+                            continue
+                        if len(buffer) < p.shuffle_buffer:
+                            buffer.append(sample)
+                            continue
+                        i = rnd.randrange(len(buffer))
+                        buffer[i], sample = sample, buffer[i]
                         yield sample
-                        continue
-                    if len(buffer) < p.shuffle_buffer:
-                        buffer.append(sample)
-                        continue
-                    i = rnd.randrange(len(buffer))
-                    buffer[i], sample = sample, buffer[i]
-                    yield sample
-            failed = len(self.problems) > found and self.problems[-1].kind == "failed"
-            if failed:
-                dead.add(shard)
-            failed_run = failed_run + 1 if failed and not got else 0
-            empty_run = 0 if got else empty_run + 1
-            if failed_run >= MAX_FAILED_IN_A_ROW or empty_run > len(p.shards):
-                last = self.problems[-1].message() if self.problems else "no samples"
-                raise TrainingError(
-                    f"{empty_run} shards in a row gave no sample (the last: {last})",
-                    hint="check the network and the shards' location; the last checkpoint is "
-                    "kept: continue with --resume latest once they can be read",
-                )
-            if failed_run >= 2:  # the store may be down: wait longer before each next shard
-                time.sleep(min(2.0 ** (failed_run - 1), 60.0))
+                failed = len(self.problems) > found and self.problems[-1].kind == "failed"
+                if failed:
+                    dead.add(shard)
+                failed_run = failed_run + 1 if failed and not got else 0
+                empty_run = 0 if got else empty_run + 1
+                self._give_up_or_wait(failed_run, empty_run)
+
+    def _give_up_or_wait(self, failed_run: int, empty_run: int) -> None:
+        """Shards that give nothing one after another: the store may be down. Wait longer
+        before each next shard; stop after ``MAX_FAILED_IN_A_ROW`` (or a whole pass)."""
+        if failed_run >= MAX_FAILED_IN_A_ROW or empty_run > len(self.plan.shards):
+            last = self.problems[-1].message() if self.problems else "no samples"
+            raise TrainingError(
+                f"{empty_run} shards in a row gave no sample (the last: {last})",
+                hint="check the network and the shards' location; the last checkpoint is "
+                "kept: continue with --resume latest once they can be read",
+            )
+        if failed_run >= 2:
+            time.sleep(min(2.0 ** (failed_run - 1), 60.0))
 
     # -- batches -------------------------------------------------------------------------------
     def _role(self) -> int:
