@@ -410,3 +410,17 @@ def test_without_sizes_json_num_samples_gives_the_epoch(cli, dataset, tmp_path):
     code, out, err = cli(*args, "data.num_samples=20")
     assert code == 0, err
     assert _summary(out)["samples_per_epoch"] == "20"
+
+
+@needs_curl
+def test_info_describes_remote_shards(cli, server):
+    code, out, err = cli("info", server.url, "--format", "json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["kind"] == "shards" and doc["state"] == "complete"
+    assert doc["splits"]["train"]["samples"] == 24 and doc["splits"]["val"]["shards"] == 2
+    code, out, err = cli("info", _pattern(server.url), "--format", "json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert (doc["shards"], doc["samples"]) == (6, 24)
+    assert doc["locations"][-1] == f"{server.url}/train/shard-000005.tar"

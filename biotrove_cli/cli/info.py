@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,10 +12,10 @@ from biotrove_cli.output.render import Format
 
 def info_cmd(
     path: Annotated[
-        Path,
+        str,
         typer.Argument(
-            help="A shard folder, run folder, checkpoint (.pt), "
-            "exported model folder, or metadata table."
+            help="A shard folder (or remote shards: URLs, brace patterns, pipe:COMMAND), run "
+            "folder, checkpoint (.pt), exported model folder, or metadata table."
         ),
     ],
     format: FormatOpt = Format.auto,

@@ -14,6 +14,12 @@ __all__ = ["Report", "describe"]
 
 def describe(path: str | Path) -> Report:
     """Dispatch on what ``path`` is; raise InputError when it is nothing biotrove knows."""
+    from biotrove_cli.core.data.urls import is_remote
+
+    if is_remote(str(path)):
+        from biotrove_cli.core.inspect.dataset import describe_remote_shards
+
+        return describe_remote_shards(str(path))
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")

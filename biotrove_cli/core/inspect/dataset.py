@@ -77,6 +77,49 @@ def describe_shard_folder(path: str | Path) -> Report:
     return rep
 
 
+def describe_remote_shards(spec: str) -> Report:
+    """``biotrove info URL``: remote shards (URLs, brace patterns, ``pipe:`` commands), found
+    and counted the way training finds them: a dataset folder's ``manifest.json``, else the
+    shards and what the ``sizes.json`` beside them says they hold."""
+    from biotrove_cli.core.data import urls
+    from biotrove_cli.core.data.shards import open_shards
+
+    folder = "{" not in spec and ".tar" not in spec and not spec.lower().startswith(urls.PIPE)
+    manifest = _remote_manifest(urls.join(spec.rstrip("/"), MANIFEST)) if folder else {}
+    if manifest.get("splits"):
+        rep = Report("shards", f"{spec}: biotrove shard dataset")
+        _add_dataset(rep, "complete", manifest, {})
+        for split, info in manifest["splits"].items():
+            for key in ("shards", "samples", "species", "failed"):
+                rep.add(f"split {split}", key, (info or {}).get(key))
+        keys = ("fingerprint", "counts", "splits", "args")
+        rep.document = {"state": "complete", **{k: manifest.get(k) for k in keys}}
+        return rep
+    shards = open_shards(spec, split="train")
+    total = shards.total
+    rep = Report("shards", f"{spec}: {len(shards)} shards")
+    rep.add("shards", "shards", len(shards))
+    rep.add("shards", "samples (sizes.json)", total if total is not None else shards.sizes_note)
+    first, last = shards.locations[0], shards.locations[-1]
+    rep.add("shards", "first", first)
+    if last != first:
+        rep.add("shards", "last", last)
+    rep.document = {"shards": len(shards), "samples": total, "locations": shards.locations}
+    return rep
+
+
+def _remote_manifest(where: str) -> dict[str, Any]:
+    """A remote dataset folder's manifest.json ({} when it has none)."""
+    from biotrove_cli.core.data.shards import fetch
+    from biotrove_cli.core.data.streams import SourceError
+
+    try:
+        data = json.loads(fetch(where))
+    except (SourceError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _describe_bare_split(path: Path) -> Report:
     sizes = read_sizes(path)
     tars = sorted(path.glob("*.tar"))

@@ -7,11 +7,14 @@ every rank), same metrics. The text cache is bypassed: the text tower changes ev
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from biotrove_cli.core.taxonomy.rank import RANKS
+
+log = logging.getLogger("biotrove")
 
 
 @dataclass
@@ -64,6 +67,9 @@ def make_validator(cfg: Any, device: str) -> Callable[[Any, int], dict[str, Any]
         workers=0,
         limit=cfg.data.val_limit,
         use_cache=False,
+        strict=cfg.data.strict,
+        retries=cfg.data.retries,
+        timeout=cfg.data.timeout,
     )
     dataset = open_dataset(ecfg)  # fails before training when the val data is unusable
     tokenizer = open_clip.get_tokenizer(cfg.model.arch)
@@ -85,6 +91,12 @@ def make_validator(cfg: Any, device: str) -> Callable[[Any, int], dict[str, Any]
             out[f"top1_{rank.value}"] = m["top1"]
             out[f"top5_{rank.value}"] = m["top5"]
         out["val_seconds"] = tally.timings.get("images_s")
+        if tally.shard_problems:  # validation shards that could not be read or ended early
+            from biotrove_cli.core.evaluation.reports import shard_notes
+
+            for note in shard_notes(tally):
+                log.warning("validation: %s", note)
+            out["val_lost_samples"] = tally.lost_samples
         return out
 
     return validate
