@@ -21,10 +21,10 @@ shapes must agree across ranks for the gathered contrastive loss) and counted.
 Shards are read through :func:`biotrove_cli.core.data.shards.read_shard` (local or remote, with
 retries and a read timeout). A shard that fails or ends early travels with the next batch as a
 :class:`~biotrove_cli.core.data.shards.ShardProblem`; the Trainer warns, counts it
-(:class:`DataTally`) and, under ``data.strict``, stops. Problems met while a resumed stream skips
-the batches it had already produced are not reported again: the checkpoint carries their count.
-Streams whose shards fail one after another pause longer each time (the store may be down) and
-stop after ``MAX_FAILED_IN_A_ROW``.
+(:mod:`biotrove_cli.core.training.problems`) and, under ``data.strict``, stops. Problems met
+while a resumed stream skips the batches it had already produced are not reported again: the
+checkpoint carries their count. Streams whose shards fail one after another pause longer each
+time (the store may be down) and stop after ``MAX_FAILED_IN_A_ROW``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import closing
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from biotrove_cli.core.data import shards as shardlib
@@ -109,35 +109,6 @@ def check_plan(plan: StreamPlan) -> None:
 
 #: a stream stops when this many shards in a row could not be read (the store is down)
 MAX_FAILED_IN_A_ROW = 10
-
-
-@dataclass
-class DataTally:
-    """Shards skipped (unreadable) or truncated (ended early), and the samples lost with them."""
-
-    skipped_shards: int = 0
-    truncated_shards: int = 0
-    lost_samples: int = 0
-
-    def add(self, problem: shardlib.ShardProblem) -> None:
-        if problem.kind == "failed":
-            self.skipped_shards += 1
-        else:
-            self.truncated_shards += 1
-        self.lost_samples += problem.lost or 0
-
-    def as_list(self) -> list[int]:
-        return [getattr(self, f.name) for f in fields(self)]
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-    @classmethod
-    def from_values(cls, values: Any) -> DataTally:
-        """From :meth:`as_list` or :meth:`as_dict` (a checkpoint's), tolerating old ones."""
-        if isinstance(values, dict):
-            return cls(**{f.name: int(values.get(f.name, 0)) for f in fields(cls)})
-        return cls(*(int(v) for v in values)) if values else cls()
 
 
 def step_text_type(text_type: str, step: int) -> str:
@@ -515,6 +486,5 @@ __all__ = [
     "step_text_type",
     "validate_captions",
     "device_images",
-    "DataTally",
     "TEXT_TYPES",
 ]

@@ -40,13 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from biotrove_cli.core import config as configlib
-from biotrove_cli.core.distributed.env import (
-    any_rank,
-    barrier,
-    dist_env,
-    process_group,
-    sum_ranks,
-)
+from biotrove_cli.core.distributed.env import any_rank, barrier, dist_env, process_group
 from biotrove_cli.core.errors import PreemptedError, TrainingError
 from biotrove_cli.core.runtime import (
     device_type,
@@ -57,7 +51,6 @@ from biotrove_cli.core.runtime import (
 )
 from biotrove_cli.core.training import run as runlib
 from biotrove_cli.core.training.config import TrainConfig
-from biotrove_cli.core.training.data import DataTally
 from biotrove_cli.core.training.hooks import Callbacks, TrainResult, Validator
 from biotrove_cli.core.training.model import (
     autocast_for,
@@ -66,6 +59,7 @@ from biotrove_cli.core.training.model import (
     unwrap,
 )
 from biotrove_cli.core.training.plan import resolve_data, stream_plan
+from biotrove_cli.core.training.problems import DataTally, all_ranks, note_problems
 from biotrove_cli.core.training.signals import StopSignals
 from biotrove_cli.core.training.state import (
     find_resume_checkpoint,
@@ -324,7 +318,7 @@ class Trainer:
             self.batch_in_epoch = batch["batch"] + 1
             self.result.bad_samples += batch.get("bad", 0)
             self._stop_if_signalled(batch["batch"])
-            self._note_shard_problems(batch)
+            note_problems(batch, self.data_tally, self.cfg.data.strict, self.device)
             if any_rank(not batch["valid"], self.device):
                 self.result.skipped_nonfinite += 1  # no decodable image in this batch on some rank
                 continue
@@ -433,7 +427,7 @@ class Trainer:
         if self.result.first_loss is None:
             self.result.first_loss = loss
         self.result.last_loss = loss
-        totals = self._data_totals() if self._log_due() else None
+        totals = all_ranks(self.data_tally, self.device) if self._log_due() else None
         if self.is_main:
             self._report_step(loss, text_type, totals)
         step, cfg = self.global_step, self.cfg
@@ -486,31 +480,10 @@ class Trainer:
             hint="requeue the job, or run the same command with --resume latest",
         )
 
-    def _note_shard_problems(self, batch: dict[str, Any]) -> None:
-        """Warn about and count the shards this batch's stream found unreadable or short; stop
-        (on every rank) under ``data.strict``. A worker's own error is raised here."""
-        if "fatal" in batch:
-            message, hint = batch["fatal"]
-            raise TrainingError(message, hint=hint)
-        problems = batch.get("shard_problems") or ()
-        for problem in problems:
-            log.warning("%s", problem.message())
-            self.data_tally.add(problem)
-        if self.cfg.data.strict and any_rank(bool(problems), self.device):
-            raise TrainingError(
-                problems[0].message() if problems else "a shard failed on another rank",
-                hint="fix or re-create the shard, or drop --strict (data.strict) to count such "
-                "shards and go on; the last checkpoint is kept",
-            )
-
-    def _data_totals(self) -> dict[str, int]:
-        """Every rank's shard problems summed (a collective: every rank calls it)."""
-        return DataTally.from_values(sum_ranks(self.data_tally.as_list(), self.device)).as_dict()
-
     # -- checkpoints, validation, the end --------------------------------------------------------
     def save_checkpoint(self) -> None:
         """Rank 0 saves the run's state at the current position; every rank waits for it."""
-        shards = self._data_totals()
+        shards = all_ranks(self.data_tally, self.device)
         if self.is_main:
             self.result.last_checkpoint = save_training_checkpoint(
                 self.run_dir,
