@@ -295,6 +295,20 @@ def test_faults_are_retried_or_counted_and_nothing_hangs(cli, dataset, server, s
     assert "--strict" in err and "Traceback" not in err
 
 
+@needs_curl
+def test_a_store_that_goes_down_stops_the_run_with_a_clear_error(cli, server, tmp_path):
+    # the first shard answers once (the caption check before training), then every read fails
+    server.faults = {"/train/shard-000000.tar": ["ok", "404"], "/train/shard-000001.tar": ["404"]}
+    run = tmp_path / "run"
+    code, _, err = cli(
+        *TRAIN, "--data", _pattern(server.url, n=2), "--run-dir", run, "--steps", "4"
+    )
+    assert code == 1 and "Traceback" not in err
+    assert "Error: 3 shards in a row gave no sample (the last: " in err
+    assert "Hint: check the network" in err and "--resume latest" in err
+    assert json.loads((run / "run.json").read_text())["status"] == "failed"
+
+
 # -- truncated shards (issue 13, item 4) ---------------------------------------------------------
 @pytest.fixture
 def truncated(dataset, tmp_path):
