@@ -143,11 +143,11 @@ def _shard(env: Env, meta: Path, *extra: Any) -> list[Any]:
 
 def _samples(env: Env) -> dict[str, dict[str, Any]]:
     """key -> the sample's json, from every tar the shard run wrote."""
-    from biotrove_cli.core.data.shards import iter_tar
+    from biotrove_cli.core.data.shards import read_shard
 
     out = {}
     for tar in sorted((env.tmp / "ds").glob("*/*.tar")):
-        for s in iter_tar(tar, []):
+        for s in read_shard(tar):
             out[s["__key__"]] = json.loads(s["json"])
     return out
 
