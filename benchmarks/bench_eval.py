@@ -31,7 +31,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "biotrove_cli" / "resources" / "demo_species.csv"
-INAT = REPO / "tests" / "data" / "biotrove" / "inat2021_categories.csv.gz"
+INAT = REPO / "biotrove_cli" / "resources" / "inat2021_categories.csv.gz"
 MODELS = {"tiny": "biotrove-tiny", "vitb16": "ViT-B-16"}
 
 

@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO / "tests" / "data" / "biotrove"
 RESOURCES = REPO / "biotrove_cli" / "resources"
 ARBORETUM = SHARED / "arboretum_sample_chunk1.parquet"
-INAT2021 = SHARED / "inat2021_categories.csv.gz"
+INAT2021 = RESOURCES / "inat2021_categories.csv.gz"  # the packaged bank `inat2021`
 LIFESTAGES = SHARED / "lifestages_metadata.csv"
 DEMO_SPECIES = RESOURCES / "demo_species.csv"
 
@@ -156,3 +156,21 @@ def train_shards(tmp_path_factory, demo_bank):
         )
     )
     return root / "shards"
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, tiny_model):
+    """The seeded tiny model exported as a bundle with the demo label bank (33 species) and
+    their class embeddings: what `biotrove export` writes and stock open_clip loads."""
+    import torch
+
+    from biotrove_cli.core.models.export import ExportConfig, export_model
+
+    root = tmp_path_factory.mktemp("tiny-bundle")
+    torch.save(tiny_model.model.state_dict(), root / "tiny.pt")
+    export_model(
+        ExportConfig(
+            source=str(root / "tiny.pt"), out=root / "bundle", labels=DEMO_SPECIES, verify=False
+        )  # fmt: skip
+    )
+    return root / "bundle"

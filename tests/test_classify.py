@@ -390,7 +390,6 @@ def test_broken_files_become_error_rows_not_crashes(cli, small_world, tiny_ckpt,
         ("only_subfolders", 1, "add --recursive"),
         ("glob_nothing", 1, "no image file matches"),
         ("labels_without_names", 1, "no usable label names"),
-        ("no_labels", 2, "carries no label bank"),
         ("resume_stdout", 2, "--resume needs -o FILE"),
         ("resume_parquet", 2, "appends to csv or jsonl"),
         ("bad_within", 1, "lies within 'Nowhereia'"),
@@ -412,7 +411,6 @@ def test_bad_input_gives_a_clear_error(cli, tmp_path, small_world, tiny_ckpt, ca
         "only_subfolders": base(tiny_ckpt, tmp_path / "nested"),
         "glob_nothing": base(tiny_ckpt, str(tmp_path / "*.heic")),
         "labels_without_names": ["classify", "-m", tiny_ckpt, "--labels", names, photo],
-        "no_labels": ["classify", "-m", tiny_ckpt, photo],
         "resume_stdout": base(tiny_ckpt, photo, "--resume"),
         "resume_parquet": base(tiny_ckpt, photo, "--resume", "-o", tmp_path / "x.parquet"),
         "bad_within": base(tiny_ckpt, photo, "--within", "Nowhereia"),
@@ -435,14 +433,17 @@ def test_a_bundle_classifies_with_its_own_labels_and_class_embeddings(
             source=str(tiny_ckpt), out=bundle, labels=DEMO_SPECIES, text_type="com", verify=False
         )
     )
+    summary = tmp_path / "summary.json"
     code, out, err = cli(
-        "classify", "-m", bundle, photos / "a.jpg", "--workers", "0", "--format", "json", "-k", "2"
-    )
+        "classify", "-m", bundle, photos / "a.jpg", "--workers", "0", "--format", "json", "-k", "2",
+        "--summary", summary,
+    )  # fmt: skip
     assert code == 0, err
-    doc = json.loads(out)
+    assert len(json.loads(out)) == 2
+    doc = json.loads(summary.read_text())
     # the bundle's labels, and its precomputed embeddings: nothing encoded, nothing cached
-    assert doc["summary"]["n_labels"] == 33 and doc["summary"]["text_cached"] is True
-    assert doc["summary"]["text_type"] == "com"
+    assert doc["n_labels"] == 33 and doc["text_cached"] is True
+    assert doc["text_type"] == "com"
     from biotrove_cli.core.models import registry
 
     assert not list((registry.cache_dir() / "text").rglob("*.safetensors"))
@@ -458,5 +459,7 @@ def test_a_bundle_classifies_with_its_own_labels_and_class_embeddings(
         "json",
         "--text-type",
         "sci",
+        "--summary",
+        summary,
     )
-    assert code == 0 and json.loads(out)["summary"]["text_cached"] is False
+    assert code == 0 and json.loads(summary.read_text())["text_cached"] is False

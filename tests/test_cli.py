@@ -15,7 +15,10 @@ import pytest
 
 from tests.conftest import REPO, run_subprocess
 
-COMMANDS = ["shard", "train", "eval", "classify", "export", "demo", "presets", "info", "completion"]
+COMMANDS = [
+    "shard", "train", "eval", "classify", "embed", "export", "models", "demo", "presets", "info",
+    "completion",
+]  # fmt: skip
 
 
 def _registered() -> list[str]:

@@ -294,15 +294,18 @@ def test_shard_split_covers_every_sample_once(tmp_path, small_world, n_shards):
 
 def test_eval_on_shards_written_by_biotrove_shard(cli, train_shards, tiny_ckpt, tmp_path):
     sizes = json.loads((train_shards / "val" / "sizes.json").read_text())
-    out = tmp_path / "r.json"
-    code, _, err = cli("eval", "-m", tiny_ckpt, "--data", train_shards, "--workers", "2", "-o", out)
+    out, summary = tmp_path / "r.json", tmp_path / "summary.json"
+    code, _, err = cli(
+        "eval", "-m", tiny_ckpt, "--data", train_shards, "--workers", "2", "-o", out,
+        "--summary", summary,
+    )  # fmt: skip
     assert code == 0, err
-    doc = json.loads(out.read_text())
+    doc = json.loads(summary.read_text())
     assert doc["split"] == "val" and doc["n_samples"] == sum(sizes.values())
     bank = LabelBank.load(train_shards)
     val_species = [t for t in bank.taxa if bank.counts[t.species_key].get("val", 0) > 0]
     assert doc["labels"]["n_species"] == len(val_species)
-    assert {r["n_images"] for r in doc["records"]} == {sum(sizes.values())}
+    assert {r["n_images"] for r in json.loads(out.read_text())} == {sum(sizes.values())}
 
 
 # -- bad input ------------------------------------------------------------------------------------
@@ -344,10 +347,12 @@ def test_bad_rows_are_counted_with_correct_denominators(
         "0",
         "--format",
         "json",
+        "--summary",
+        tmp_path / "summary.json",
     )
     assert code == 0, err
-    doc = json.loads(out)
-    rec = {r["rank"]: r for r in doc["records"]}
+    doc = json.loads((tmp_path / "summary.json").read_text())
+    rec = {r["rank"]: r for r in json.loads(out)}
     # 30 good rows + 3 readable extra rows (blank genus, unknown species, no lineage)
     assert rec["kingdom"]["n_images"] == 32 and rec["kingdom"]["n_blank"] == 1
     assert rec["genus"]["n_images"] == 31 and rec["genus"]["n_blank"] == 2
@@ -464,9 +469,10 @@ def test_reports_tables_and_two_models_side_by_side(
     assert code == 0
     assert "Wilson" in out and "top-1" in out and "shared" in out
     assert out.count("species") >= 2
-    # JSON: stable keys and provenance
-    code, out, err = cli(*base, "--format", "json")
-    doc = json.loads(out)
+    # JSON: a plain array of records; the summary file holds stable keys and provenance
+    code, out, err = cli(*base, "--format", "json", "--summary", tmp_path / "summary.json")
+    assert isinstance(json.loads(out), list)
+    doc = json.loads((tmp_path / "summary.json").read_text())
     for key in (
         "biotrove_version",
         "data",
@@ -477,7 +483,6 @@ def test_reports_tables_and_two_models_side_by_side(
         "modes",
         "ci",
         "models",
-        "records",
     ):
         assert key in doc
     assert doc["ci"]["top1"] == "wilson"
@@ -539,8 +544,7 @@ def test_lifestages_benchmark_layout(cli, lifestages, tiny_ckpt, tmp_path):
         "json",
     )
     assert code == 0, err
-    doc = json.loads(out)
-    rec = {r["rank"]: r for r in doc["records"]}
+    rec = {r["rank"]: r for r in json.loads(out)}
     assert rec["species"]["n_images"] == 10 and rec["species"]["n_classes"] == 5
     assert rec["species"]["n_unreadable"] == 0
 
@@ -593,12 +597,18 @@ def test_second_run_over_a_large_bank_hits_the_cache(
         "genus,species",
         "--format",
         "json",
+        "--summary",
+        tmp_path / "summary.json",
     ]
+
+    def summary():
+        return json.loads((tmp_path / "summary.json").read_text())
+
     runs = []
     for extra_args in ([], [], ["--no-cache"]):
         code, out, err = cli(*args, *extra_args)
         assert code == 0, err
-        runs.append(json.loads(out))
+        runs.append({**summary(), "records": json.loads(out)})
     cache = [r["models"][0]["text_cache"]["species"] for r in runs]
     assert cache == [False, True, False]
     assert runs[0]["labels"]["n_species"] == len(bank) > 1000
@@ -610,10 +620,10 @@ def test_second_run_over_a_large_bank_hits_the_cache(
     assert len(entries) == 1
     entries[0].write_bytes(b"garbage")
     code, out, err = cli(*args)
-    assert code == 0 and json.loads(out)["models"][0]["text_cache"]["species"] is False
+    assert code == 0 and summary()["models"][0]["text_cache"]["species"] is False
     assert "rebuilding" in err
     code, out, err = cli(*args)
-    assert json.loads(out)["models"][0]["text_cache"]["species"] is True
+    assert summary()["models"][0]["text_cache"]["species"] is True
 
 
 # -- distributed ----------------------------------------------------------------------------------
@@ -634,19 +644,21 @@ def test_two_process_eval_reduces_to_the_single_process_numbers(tmp_path, small_
         "--mode",
         "both",
     ]
-    one = run_subprocess(*args, "--confusion", f"species:{tmp_path / 'c1.csv'}")
+    s1, s2 = tmp_path / "s1.json", tmp_path / "s2.json"
+    one = run_subprocess(*args, "--confusion", f"species:{tmp_path / 'c1.csv'}", "--summary", s1)
     two = run_subprocess(
-        *args, "--nproc-per-node", "2", "--confusion", f"species:{tmp_path / 'c2.csv'}"
-    )
+        *args, "--nproc-per-node", "2", "--confusion", f"species:{tmp_path / 'c2.csv'}",
+        "--summary", s2,
+    )  # fmt: skip
     assert one.returncode == 0, one.stderr
     assert two.returncode == 0, two.stderr
-    d1, d2 = json.loads(one.stdout), json.loads(two.stdout)
+    d1, d2 = json.loads(s1.read_text()), json.loads(s2.read_text())
     assert d2["world_size"] == 2 and d1["world_size"] == 1
 
-    def numbers(doc):
-        return [{k: v for k, v in r.items() if not k.endswith("_s")} for r in doc["records"]]
+    def numbers(records):
+        return [{k: v for k, v in r.items() if not k.endswith("_s")} for r in records]
 
-    assert numbers(d1) == numbers(d2)
+    assert numbers(json.loads(one.stdout)) == numbers(json.loads(two.stdout))
     assert (tmp_path / "c1.csv").read_text() == (tmp_path / "c2.csv").read_text()
 
 

@@ -102,10 +102,13 @@ def test_ddp_checkpoint_bundle_loads_in_stock_open_clip(cli, ddp_checkpoint, sou
 
     out = tmp_path / "bundle"
     code, stdout, stderr = cli(
-        "export", ddp_checkpoint, "--out", out, "--no-verify", "--report", "json"
-    )
+        "export", ddp_checkpoint, "--out", out, "--no-verify", "--report", "json",
+        "--summary", tmp_path / "summary.json",
+    )  # fmt: skip
     assert code == 0, stderr
-    report = json.loads(stdout)  # stdout is the report and nothing else
+    rows = json.loads(stdout)  # stdout is the report and nothing else: a plain array
+    assert {"section": "model", "key": "arch", "value": "biotrove-tiny"} in rows
+    report = json.loads((tmp_path / "summary.json").read_text())
     assert report["arch"] == "biotrove-tiny" and report["quick_gelu"] is False
     assert report["checkpoint"] == {"epoch": 3, "name": "tiny-ddp"}
     assert "architecture biotrove-tiny (QuickGELU off); why:" in stderr

@@ -17,7 +17,7 @@ from biotrove_cli.output import console
 HELP = (
     "biotrove: CLIP-style vision-language models of biodiversity, from metadata to deployed "
     "classifier.\n\n"
-    "shard -> train -> eval -> classify -> export, with one taxonomy-aware schema. "
+    "shard -> train -> eval -> classify/embed -> export, with one taxonomy-aware schema. "
     "Results go to stdout; progress, logs and errors to stderr.\n\n"
     "Exit codes: 0 ok, 1 error, 2 usage error, 130 interrupted."
 )
@@ -67,10 +67,12 @@ def _register() -> None:
     from biotrove_cli.cli.classify import classify_cmd
     from biotrove_cli.cli.completion import completion_cmd
     from biotrove_cli.cli.demo import demo_cmd
+    from biotrove_cli.cli.embed import embed_cmd
     from biotrove_cli.cli.eval import eval_cmd
     from biotrove_cli.cli.export import EXAMPLES as EXPORT_EXAMPLES
     from biotrove_cli.cli.export import export_cmd
     from biotrove_cli.cli.info import info_cmd
+    from biotrove_cli.cli.models import models_cmd
     from biotrove_cli.cli.presets import presets_cmd
     from biotrove_cli.cli.shard import EPILOG as SHARD_EPILOG
     from biotrove_cli.cli.shard import shard_cmd
@@ -79,9 +81,11 @@ def _register() -> None:
     app.command("classify", rich_help_panel="Evaluate and use")(classify_cmd)
     app.command("completion", rich_help_panel="Inspect")(completion_cmd)
     app.command("demo", rich_help_panel="Pipeline")(demo_cmd)
+    app.command("embed", rich_help_panel="Evaluate and use")(embed_cmd)
     app.command("eval", rich_help_panel="Evaluate and use")(eval_cmd)
     app.command("export", rich_help_panel="Models", epilog=EXPORT_EXAMPLES)(export_cmd)
     app.command("info", rich_help_panel="Inspect")(info_cmd)
+    app.command("models", rich_help_panel="Models")(models_cmd)
     app.command("presets", rich_help_panel="Inspect")(presets_cmd)
     app.command("shard", rich_help_panel="Data", epilog=SHARD_EPILOG)(shard_cmd)
     app.command("train", rich_help_panel="Pipeline")(train_cmd)

@@ -11,15 +11,21 @@ from biotrove_cli.cli.options import (
     ArchOpt,
     AutoWorkersOpt,
     BatchSizeOpt,
+    ClassTemplatesOpt,
+    ClassTextTypeOpt,
     DeviceOpt,
     FormatOpt,
     LabelsOpt,
     ModelOpt,
+    NoCacheOpt,
     OutputOpt,
     PrecisionChoice,
     PrecisionOpt,
     RankChoice,
     RankOpt,
+    RecursiveOpt,
+    StrictOpt,
+    SummaryOpt,
 )
 from biotrove_cli.output.render import Format
 
@@ -70,30 +76,10 @@ def classify_cmd(
             "reaches P: species when sure, else genus, family...",
         ),
     ] = None,
-    recursive: Annotated[
-        bool, typer.Option("--recursive", "-r", help="Descend into subfolders.")
-    ] = False,
-    text_type: Annotated[
-        str | None,
-        typer.Option(
-            "--text-type",
-            help="Class text type (taxon_com, taxon, sci, com...). Default: what a bundle's "
-            "class embeddings were made with, else taxon_com.",
-            rich_help_panel=LABELS,
-        ),
-    ] = None,
-    templates: Annotated[
-        str | None,
-        typer.Option(
-            "--templates",
-            metavar="simple|openai|FILE",
-            help="Prompt templates. Default: the bundle's, else simple.",
-            rich_help_panel=LABELS,
-        ),
-    ] = None,
-    no_cache: Annotated[
-        bool, typer.Option("--no-cache", help="Encode class texts afresh.", rich_help_panel=LABELS)
-    ] = False,
+    recursive: RecursiveOpt = False,
+    text_type: ClassTextTypeOpt = None,
+    templates: ClassTemplatesOpt = None,
+    no_cache: NoCacheOpt = False,
     arch: ArchOpt = None,
     batch_size: BatchSizeOpt = 32,
     device: DeviceOpt = "auto",
@@ -101,6 +87,7 @@ def classify_cmd(
     workers: AutoWorkersOpt = None,
     format: FormatOpt = Format.auto,
     output: OutputOpt = None,
+    summary: SummaryOpt = None,
     resume: Annotated[
         bool,
         typer.Option(
@@ -109,10 +96,7 @@ def classify_cmd(
             rich_help_panel="Output",
         ),
     ] = False,
-    strict: Annotated[
-        bool,
-        typer.Option("--strict", help="Stop at the first unreadable image (exit 1)."),
-    ] = False,
+    strict: StrictOpt = False,
 ) -> None:
     """Classify photos: top-k taxa per image with probabilities, streamed as they come.
 
@@ -121,7 +105,9 @@ def classify_cmd(
 
     Examples:
 
-      biotrove classify photos/ -r --labels inat2021_categories.csv -o out.csv
+      biotrove classify photos/ -r -o out.csv
+
+      biotrove classify photos/ --labels demo --format json | jq '.[] | select(.error)'
 
       biotrove classify 'card/*.JPG' -m model/ --rank genus -k 3
 
@@ -163,4 +149,4 @@ def classify_cmd(
     if resume and not to_file:
         raise UsageError("--resume needs -o FILE", hint="the file the interrupted run wrote")
     job = prepare_classify(cfg, stdin=sys.stdin if "-" in paths else None)
-    write_predictions(job, fmt, output)
+    write_predictions(job, fmt, output, str(summary) if summary else None)

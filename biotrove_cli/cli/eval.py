@@ -19,6 +19,7 @@ from biotrove_cli.cli.options import (
     OutputOpt,
     PrecisionChoice,
     PrecisionOpt,
+    SummaryOpt,
 )
 from biotrove_cli.cli.workers import MODULE as WORKER_MODULE
 from biotrove_cli.output import console
@@ -138,6 +139,7 @@ def eval_cmd(
     ] = 1,
     format: FormatOpt = Format.auto,
     output: OutputOpt = None,
+    summary: SummaryOpt = None,
     per_class: Annotated[
         Path | None,
         typer.Option(
@@ -243,4 +245,4 @@ def eval_cmd(
         )
         with progress.progress("eval", unit="images") as cb:
             payload = run_eval(cfg, cb)
-    render_eval(payload, fmt, output)
+    render_eval(payload, fmt, output, summary)

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from biotrove_cli.cli.options import ArchOpt, DeviceOpt, LabelsOpt
+from biotrove_cli.cli.options import ArchOpt, DeviceOpt, LabelsOpt, SummaryOpt
 from biotrove_cli.core.models.export.config import Dtype, ExportFormat  # light: no torch
 from biotrove_cli.core.taxonomy.captions import DEFAULT_CAPTION, TEXT_TYPES
 
@@ -115,6 +115,7 @@ def export_cmd(
             rich_help_panel="Output",
         ),
     ] = ReportFormat.auto,
+    summary: SummaryOpt = None,
 ) -> None:
     """Turn a checkpoint into a safe, portable, verified model bundle.
 
@@ -157,5 +158,6 @@ def export_cmd(
         None,
         title=f"export: {result.out}",
         columns=["section", "key", "value"],
-        document=result.document(),
+        summary=result.document(),
+        summary_path=summary,
     )

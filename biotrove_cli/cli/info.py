@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from biotrove_cli.cli.options import FormatOpt, OutputOpt
+from biotrove_cli.cli.options import FormatOpt, OutputOpt, SummaryOpt
 from biotrove_cli.output.render import Format
 
 
@@ -20,6 +20,7 @@ def info_cmd(
     ],
     format: FormatOpt = Format.auto,
     output: OutputOpt = None,
+    summary: SummaryOpt = None,
 ) -> None:
     """Describe what is at PATH: counts, splits, lineage coverage, architecture, provenance."""
     from biotrove_cli.core.inspect import describe
@@ -32,5 +33,6 @@ def info_cmd(
         output,
         title=report.title,
         columns=["section", "key", "value"],
-        document={"path": str(path), "kind": report.kind, **report.document},
+        summary={"path": str(path), "kind": report.kind, **report.document},
+        summary_path=summary,
     )

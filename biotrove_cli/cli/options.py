@@ -32,6 +32,15 @@ OutputOpt = Annotated[
         rich_help_panel="Output",
     ),
 ]
+SummaryOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--summary",
+        metavar="FILE",
+        help="Also write the run's summary (counts, timings, provenance) to FILE as JSON.",
+        rich_help_panel="Output",
+    ),
+]
 DeviceOpt = Annotated[
     str | None,
     typer.Option(
@@ -91,8 +100,9 @@ LabelsOpt = Annotated[
     Path | None,
     typer.Option(
         "--labels",
-        metavar="FILE",
-        help="Label bank: a metadata table (Parquet/CSV), a shard folder, or a .txt list of names.",
+        metavar="NAME|FILE",
+        help="Label bank: a shipped one (inat2021, demo), a metadata table (Parquet/CSV), a "
+        "shard folder, or a .txt list of names.",
     ),
 ]
 ArchOpt = Annotated[
@@ -129,7 +139,37 @@ RankOpt = Annotated[
 ]
 
 
-# -- inference (eval, classify) ----------------------------------------------------------------
+# -- inference (eval, classify, embed) ----------------------------------------------------------
+LABELS_PANEL = "Labels"
+RecursiveOpt = Annotated[bool, typer.Option("--recursive", "-r", help="Descend into subfolders.")]
+StrictOpt = Annotated[
+    bool,
+    typer.Option("--strict", help="Stop at the first unreadable image (exit 1)."),
+]
+ClassTextTypeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--text-type",
+        help="Class text type (taxon_com, taxon, sci, com...). Default: what a bundle's "
+        "class embeddings were made with, else taxon_com.",
+        rich_help_panel=LABELS_PANEL,
+    ),
+]
+ClassTemplatesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--templates",
+        metavar="simple|openai|FILE",
+        help="Prompt templates. Default: the bundle's, else simple.",
+        rich_help_panel=LABELS_PANEL,
+    ),
+]
+NoCacheOpt = Annotated[
+    bool,
+    typer.Option("--no-cache", help="Encode class texts afresh.", rich_help_panel=LABELS_PANEL),
+]
+
+
 class ModeChoice(str, Enum):
     rollup = "rollup"
     prompt = "prompt"

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from biotrove_cli.cli.options import FormatOpt, OutputOpt, WriterWorkersOpt
+from biotrove_cli.cli.options import FormatOpt, OutputOpt, SummaryOpt, WriterWorkersOpt
 from biotrove_cli.output.render import Format
 
 EPILOG = (
@@ -212,6 +212,7 @@ def shard_cmd(
     ] = 3,
     format: FormatOpt = Format.auto,
     output: OutputOpt = None,
+    summary: SummaryOpt = None,
 ) -> None:
     """Write WebDataset shards (train/val/unseen) with taxonomic captions from metadata + images.
 
@@ -236,7 +237,7 @@ def shard_cmd(
             )
         result = finalize_dataset(finalize)
         shard_report.report_finalized(finalize)
-        shard_report.emit_result(result, format, output)
+        shard_report.emit_result(result, format, output, summary)
         return
     missing = [
         flag
@@ -275,4 +276,4 @@ def shard_cmd(
     with shard_report.Phases() as phases:
         result = shard_dataset(cfg, progress=phases.update, phase=phases.start)
     shard_report.report(result)
-    shard_report.emit_result(result, format, output)
+    shard_report.emit_result(result, format, output, summary)

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from biotrove_cli.core.errors import UsageError
+from biotrove_cli.core.taxonomy.banks import BANKS
 from biotrove_cli.core.taxonomy.labelbank import LabelBank
 from biotrove_cli.core.taxonomy.lineage import Taxon
 
-RESOURCES = Path(__file__).resolve().parent.parent / "resources"
-DEMO_SPECIES = RESOURCES / "demo_species.csv"
+DEMO_SPECIES = BANKS["demo"].path
 RARE_SPECIES = 3  # species given too few photos: `shard --min-per-species` sets them aside
 RARE_PHOTOS = 6
 MIN_PER_SPECIES = 10

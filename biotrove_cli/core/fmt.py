@@ -44,6 +44,8 @@ def plain(value: Any, *, strict: bool = False) -> Any:
         return {str(k): plain(v, strict=strict) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [plain(v, strict=strict) for v in value]
+    if callable(getattr(value, "tolist", None)) and getattr(value, "ndim", 0) >= 1:
+        return plain(value.tolist(), strict=strict)  # numpy arrays, tensors (embeddings)
     if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
         try:
             return plain(value.item(), strict=strict)

@@ -161,3 +161,40 @@ def cpu_threads(workers: int, device: Any) -> Iterator[None]:
             torch.set_num_threads(old)
     else:
         yield
+
+
+def terminal_progress_wanted() -> bool:
+    """Whether a library's own progress bar may draw: stderr is a terminal and the ``biotrove``
+    logger shows narrative lines (not ``--quiet``)."""
+    import sys
+
+    try:
+        tty = sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    return tty and log.isEnabledFor(logging.INFO)
+
+
+@contextlib.contextmanager
+def tqdm_progress(desc: str, unit: str = "it", enabled: bool = True) -> Iterator[ProgressFn | None]:
+    """A :data:`ProgressFn` drawing a ``tqdm.auto`` bar (a widget in notebooks, text on a
+    terminal), opened at the first report and closed on exit; None when not ``enabled``."""
+    if not enabled:
+        yield None
+        return
+    from tqdm.auto import tqdm
+
+    bars: list[Any] = []
+
+    def update(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True))
+        bar = bars[0]
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        yield update
+    finally:
+        for bar in bars:
+            bar.close()

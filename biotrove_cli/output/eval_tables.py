@@ -10,7 +10,7 @@ from typing import Any
 from rich.table import Table
 
 from biotrove_cli.output import console
-from biotrove_cli.output.render import Format, emit
+from biotrove_cli.output.render import Format, emit, write_summary
 
 
 def _pct(v: Any) -> str:
@@ -106,8 +106,11 @@ def severity_table(payload: dict[str, Any]):
     return table
 
 
-def render_eval(payload: dict[str, Any], fmt: Format, output: str | None) -> None:
-    """Tables for people; long-format records (one per model x mode x rank) for programs."""
+def render_eval(
+    payload: dict[str, Any], fmt: Format, output: str | None, summary_path: Any = None
+) -> None:
+    """Tables for people; long-format records (one per model x mode x rank) for programs; the
+    document (data, labels, models, timings) to ``summary_path`` (JSON) in either case."""
     for note in payload.get("notes", []):
         console.warn(note)
     for m in payload["document"].get("models", []):
@@ -139,5 +142,13 @@ def render_eval(payload: dict[str, Any], fmt: Format, output: str | None) -> Non
             for t in tables:
                 c.print(t)
             atomic_write_text(output, buf.getvalue())
+        if summary_path is not None:
+            write_summary(summary_path, payload["document"])
         return
-    emit(payload["records"], fmt, output, document=payload["document"])
+    emit(
+        payload["records"],
+        fmt,
+        output,
+        summary=payload["document"],
+        summary_path=summary_path,
+    )

@@ -15,8 +15,11 @@ if TYPE_CHECKING:
     from biotrove_cli.core.evaluation.classify import ClassifyJob, ClassifySummary
 
 
-def write_predictions(job: ClassifyJob, fmt: Format, output: str | None) -> None:
-    """Run a prepared job, writing its records to ``output`` (None or ``-``: stdout)."""
+def write_predictions(
+    job: ClassifyJob, fmt: Format, output: str | None, summary_path: str | None = None
+) -> None:
+    """Run a prepared job, writing its records to ``output`` (None or ``-``: stdout) and its
+    summary to stderr and ``summary_path`` (JSON)."""
     cfg, s = job.cfg, job.summary
     to_file = output is not None and output != "-"
     streamed = to_file and fmt.value in STREAM_FORMATS
@@ -34,6 +37,7 @@ def write_predictions(job: ClassifyJob, fmt: Format, output: str | None) -> None
         columns=COLUMNS,
         append=streamed,
         title=f"{level} predictions ({cfg.model})",
+        summary_path=summary_path,
         # the rank varies per image only with --min-confidence
         table_columns=(
             ("path", "rank", *TABLE_COLUMNS[1:])
@@ -46,7 +50,7 @@ def write_predictions(job: ClassifyJob, fmt: Format, output: str | None) -> None
             for records in job.run(cb):
                 sink.write_many(records)
                 sink.sync()
-            sink.document = {"summary": s.as_dict()}
+            sink.summary = s.as_dict()
     except KeyboardInterrupt:
         if streamed:
             console.warn(f"interrupted; rerun the same command with --resume to finish {output}")

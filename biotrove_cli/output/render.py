@@ -4,6 +4,12 @@
 record is written (and flushed) as it arrives, so a pipeline sees results at once and memory stays
 flat. JSON, tables and Parquet are written when the sink closes; files are replaced atomically
 unless the sink appends (``--resume``).
+
+Machine formats are tables a program reads as they are: JSON is a plain array of records (what
+``pandas.read_json`` and duckdb's ``read_json`` take), a missing value is ``null`` in JSON/JSONL
+and an empty cell in CSV, and CSV keeps six decimals as JSONL does. What a run says about itself
+(counts, timings, provenance) is its summary: a line on stderr, and a JSON document written to
+``--summary FILE``.
 """
 
 from __future__ import annotations
@@ -60,6 +66,7 @@ def resolve_format(fmt: Format | str, output: str | Path | None) -> Format:
 
 
 def _cell(value: Any, float_digits: int = 4) -> str:
+    """A value as table text (4 decimals)."""
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -79,6 +86,22 @@ def _cell(value: Any, float_digits: int = 4) -> str:
     return str(value)
 
 
+def _csv_cell(value: Any) -> str:
+    """A value as CSV text: floats keep six decimals (six significant digits below 1e-4, so a
+    small number never reads as 0), as JSONL does."""
+    if isinstance(value, float) and math.isfinite(value) and value != int(value):
+        return repr(round(value, 6)) if abs(value) >= 1e-4 else f"{value:.6g}"
+    return _cell(value)
+
+
+def write_summary(path: str | Path, summary: dict[str, Any]) -> None:
+    """Write a run's summary document (``--summary FILE``) as JSON, atomically."""
+    from biotrove_cli.core.io import atomic_write_text
+
+    text = json.dumps(plain(summary), indent=2, ensure_ascii=False) + "\n"
+    atomic_write_text(Path(path), text)
+
+
 class RecordSink:
     """Write records one at a time in a chosen format.
 
@@ -88,7 +111,9 @@ class RecordSink:
         columns: column order; the first record's keys otherwise (CSV/table).
         append: append to an existing CSV/JSONL file instead of replacing it (``--resume``).
         title: the table title.
-        document: for JSON, wrap records as ``{**document, "records": [...]}``.
+        summary: what the run says about itself, written to ``summary_path`` as JSON when the
+            sink closes (it may be set or updated until then).
+        summary_path: ``--summary FILE``; None writes no summary file.
     """
 
     def __init__(
@@ -98,8 +123,9 @@ class RecordSink:
         columns: Sequence[str] | None = None,
         append: bool = False,
         title: str | None = None,
-        document: dict[str, Any] | None = None,
+        summary: dict[str, Any] | None = None,
         table_columns: Sequence[str] | None = None,
+        summary_path: str | Path | None = None,
     ):
         self.output = None if output is None or str(output) == "-" else Path(str(output))
         self.fmt = resolve_format(fmt, self.output)
@@ -107,7 +133,8 @@ class RecordSink:
         self.table_columns = list(table_columns) if table_columns else None
         self.append = append
         self.title = title
-        self.document = document
+        self.summary = summary
+        self.summary_path = summary_path
         self.count = 0
         self._rows: list[dict[str, Any]] = []
         self._fh: IO[str] | None = None
@@ -147,7 +174,7 @@ class RecordSink:
                     and self.output.stat().st_size > 0
                 ):
                     self._csv.writeheader()
-            self._csv.writerow({k: _cell(record.get(k)) for k in self.columns})
+            self._csv.writerow({k: _csv_cell(record.get(k)) for k in self.columns})
             fh.flush()
         elif self.fmt is Format.jsonl:
             fh = self._stream()
@@ -170,6 +197,11 @@ class RecordSink:
         if self._closed:
             return
         self._closed = True
+        self._write_records()
+        if self.summary_path is not None and self.summary is not None:
+            write_summary(self.summary_path, self.summary)
+
+    def _write_records(self) -> None:
         if self.fmt in (Format.csv, Format.jsonl):
             if self._fh is None and self.fmt is Format.csv and self.columns and not self.append:
                 self._stream()
@@ -180,9 +212,7 @@ class RecordSink:
             self._print_table()
             return
         if self.fmt is Format.json:
-            payload: Any = [plain(r) for r in self._rows]
-            if self.document is not None:
-                payload = {**plain(self.document), "records": payload}
+            payload = [plain(r) for r in self._rows]
             text = json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
             if self.output is None:
                 sys.stdout.write(text)

@@ -4,6 +4,7 @@ stderr, and the per-split table (or machine records) on stdout."""
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from biotrove_cli.core.fmt import plural
@@ -78,8 +79,11 @@ def report_finalized(out: object) -> None:
     console.info(f"finalized {out}: sizes.json, taxonomy.parquet, manifest.json")
 
 
-def emit_result(result: ShardResult, format: Format, output: str | None) -> None:
-    """The per-split records: a table on screen, every column in machine formats (stdout)."""
+def emit_result(
+    result: ShardResult, format: Format, output: str | None, summary_path: Path | None = None
+) -> None:
+    """The per-split records: a table on screen, every column in machine formats (stdout); the
+    run's summary to ``summary_path`` (JSON)."""
     records = result.records()
     # on screen, leave out what says nothing here (machine formats keep every column)
     shown = [c for c in COLUMNS if c in ("split", "failed") or any(r.get(c) for r in records)]
@@ -90,7 +94,8 @@ def emit_result(result: ShardResult, format: Format, output: str | None) -> None
         title=f"biotrove shard: {result.out}",
         columns=COLUMNS,
         table_columns=shown,
-        document={
+        summary_path=summary_path,
+        summary={
             "out": str(result.out),
             "fingerprint": result.fingerprint,
             "finalized": result.finalized,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from biotrove_cli.core.evaluation.classify_records import (
     prediction_row,
     scan_output,
 )
+from biotrove_cli.core.evaluation.image_pass import REASONS, EncodedBatch, encode_batches
 from biotrove_cli.core.evaluation.zeroshot import (
     DEFAULT_TEMPLATES,
     DEFAULT_TEXT_TYPE,
@@ -37,7 +37,8 @@ from biotrove_cli.core.evaluation.zeroshot import (
     ZeroShotClassifier,
     build_classifier,
 )
-from biotrove_cli.core.runtime import ProgressFn, cpu_threads, resolve_workers
+from biotrove_cli.core.runtime import ProgressFn
+from biotrove_cli.core.taxonomy.banks import BANKS, DEFAULT_BANK
 from biotrove_cli.core.taxonomy.labelbank import LabelBank
 from biotrove_cli.core.taxonomy.rank import RANKS, Rank
 
@@ -95,14 +96,19 @@ def text_settings(cfg: ClassifyConfig, loaded: Any = None) -> TextSettings:
 
 
 def choose_bank(cfg: ClassifyConfig, model_bank: LabelBank | None, given: LabelBank | None):
-    """(bank to classify into, the full bank its embeddings come from)."""
+    """(bank to classify into, the full bank its embeddings come from).
+
+    Without ``--labels``, the model's own bank; a model with none (a bare checkpoint, an
+    open_clip tag) gets the shipped ``inat2021`` bank, and the log says so.
+    """
     bank = given if given is not None else model_bank
     if bank is None:
-        raise UsageError(
-            f"{cfg.model}: the model carries no label bank, so there is nothing to choose from",
-            hint="pass --labels FILE (a metadata table such as the iNat2021 categories, or a "
-            ".txt list of names)",
+        default = BANKS[DEFAULT_BANK]
+        log.info(
+            f"{cfg.model} carries no label bank: classifying into {default.name} "
+            f"({default.description}); --labels changes it"
         )
+        bank = LabelBank.load(default.name)
     full = bank
     if bank.is_custom:
         for flag, value in (("--within", cfg.within), ("--checklist", cfg.checklist)):
@@ -117,6 +123,104 @@ def choose_bank(cfg: ClassifyConfig, model_bank: LabelBank | None, given: LabelB
     if cfg.checklist:
         bank = bank.restrict(LabelBank.load(cfg.checklist))
     return bank, full
+
+
+def check_flags(cfg: ClassifyConfig) -> None:
+    """Refuse impossible values of -k, --min-confidence, --resume, --text-type, --templates
+    (before anything is loaded)."""
+    if cfg.k < 1:
+        raise UsageError(f"-k must be at least 1, got {cfg.k}")
+    if cfg.min_confidence is not None and not 0.0 <= cfg.min_confidence <= 1.0:
+        raise UsageError(
+            f"--min-confidence must be in [0, 1], got {cfg.min_confidence}",
+            hint="a probability, e.g. 0.8 (0: always the deepest rank)",
+        )
+    if cfg.resume:
+        if not cfg.output or cfg.output == "-":
+            raise UsageError("--resume needs -o FILE", hint="the file the first run wrote")
+        if cfg.output_format not in STREAM_FORMATS:
+            raise UsageError(
+                f"--resume appends to csv or jsonl files, not {cfg.output_format}",
+                hint="write -o FILE.csv or FILE.jsonl",
+            )
+    text_settings(cfg)  # bad --text-type / --templates fail before any work
+
+
+def check_bank(cfg: ClassifyConfig, bank: LabelBank) -> None:
+    """Refuse a rank or --min-confidence the label bank cannot answer."""
+    if bank.is_custom:
+        if cfg.rank is not Rank.SPECIES:
+            raise UsageError(
+                f"--rank {cfg.rank.value}: custom labels have no ranks",
+                hint="leave --rank out, or use a label table with lineage",
+            )
+        if cfg.min_confidence is not None:
+            raise UsageError(
+                "--min-confidence climbs the taxonomy; custom labels have none",
+                hint="use a label table with lineage columns",
+            )
+    elif len(bank.classes(cfg.rank)) == 0:
+        raise InputError(
+            f"the label bank names no {cfg.rank.value}",
+            hint="pick another --rank, or labels with that rank filled",
+        )
+
+
+@dataclass
+class ClassifyEngine:
+    """A loaded model with its class embeddings: what every classification of a config shares
+    (``biotrove classify`` makes one per run; the Python API's Classifier keeps one)."""
+
+    loaded: Any
+    clf: ZeroShotClassifier
+    encoder: ImageEncoder
+    text: TextSettings
+
+    @property
+    def bank(self) -> LabelBank:
+        return self.clf.bank
+
+    def summary(self, n_inputs: int) -> ClassifySummary:
+        """A fresh summary for a pass over ``n_inputs`` inputs."""
+        bank = self.clf.bank
+        return ClassifySummary(
+            n_inputs=n_inputs,
+            labels=bank.source,
+            n_labels=len(bank),
+            text={"text_type": self.text.text_type, "templates": self.text.templates_name},
+            text_cached=bool(self.clf.cache.get("species")),
+            model={**self.loaded.describe(), "precision": self.encoder.precision},
+        )
+
+    def job(self, cfg: ClassifyConfig, items: list[Any]) -> ClassifyJob:
+        """A pass of this engine over ``items`` (paths or in-memory images) as ``cfg`` says."""
+        check_bank(cfg, self.clf.bank)
+        return ClassifyJob(
+            cfg, items, self.loaded, self.clf, self.encoder, self.summary(len(items))
+        )
+
+
+def build_engine(cfg: ClassifyConfig, given: LabelBank | None = None) -> ClassifyEngine:
+    """Load the model, choose the label bank (``given``: the loaded ``--labels``), and encode
+    (or fetch from the bundle or the cache) its class texts."""
+    from biotrove_cli.core.models.load import load_model
+
+    if given is not None:
+        check_bank(cfg, given)  # before the model loads
+    loaded = load_model(cfg.model, arch=cfg.arch, device=cfg.device)
+    text = text_settings(cfg, loaded if given is None else None)
+    bank, full = choose_bank(cfg, loaded.labels, given)
+    check_bank(cfg, bank)
+    clf = build_classifier(
+        loaded,
+        bank,
+        ranks=[cfg.rank],
+        modes=[Mode.ROLLUP],
+        text=text,
+        use_cache=cfg.use_cache,
+        embed_bank=full if full is not bank else None,
+    )
+    return ClassifyEngine(loaded, clf, ImageEncoder(loaded, cfg.precision), text)
 
 
 # -- the job --------------------------------------------------------------------------------------
@@ -224,9 +328,7 @@ class ClassifyJob:
         return out
 
     def run(self, progress: ProgressFn | None = None) -> Iterator[list[dict[str, Any]]]:
-        """Classify every file; yields each batch's records, in input order."""
-        from biotrove_cli.core.evaluation.data import FileDataset, image_loader
-
+        """Classify every input; yields each batch's records, in input order."""
         cfg = self.cfg
         if cfg.output and not cfg.resume and cfg.output_format in STREAM_FORMATS:
             # the new run replaces the file; it is written in place so that an interrupted run
@@ -237,72 +339,48 @@ class ClassifyJob:
         total = len(self.files)
         if progress is not None:
             progress(0, total)
-        if not self.files:
-            return
-        workers = resolve_workers(cfg.workers, self.encoder.device, self.encoder.params)
-        loader = image_loader(
-            FileDataset(self.files, self.loaded.preprocess, self.loaded.image_size),
-            cfg.batch_size,
-            workers,
-            pin_memory=self.encoder.cuda,
-        )
-        t0 = time.perf_counter()
-        try:
-            with cpu_threads(workers, self.encoder.device):
-                yield from self._batches(loader, progress, total, t0)
-        finally:
-            self.summary.seconds = time.perf_counter() - t0
-
-    def _batches(
-        self, loader: Any, progress: ProgressFn | None, total: int, t0: float
-    ) -> Iterator[list[dict[str, Any]]]:
-        """Records per batch, in input order; error rows for unreadable files."""
-        cfg = self.cfg
+        timer = [0.0]
         done = 0
-        for batch in loader:
-            rows = (
-                self._predict(self.encoder(batch["images"]), batch["keys"])
-                if (batch["images"] is not None)
-                else []
-            )
-            records: list[dict[str, Any]] = []
-            ok_i = bad_i = 0
-            for is_ok in batch["ok_flags"]:
-                if is_ok:
-                    records.extend(rows[ok_i])
-                    ok_i += 1
-                    self.summary.n_classified += 1
-                    continue
-                path, reason = batch["bad"][bad_i]
-                bad_i += 1
-                if cfg.strict:
-                    yield records
-                    raise InputError(
-                        f"{path}: unreadable image ({reason})",
-                        hint="fix or remove the file, or drop --strict to report bad files "
-                        "as error rows and go on",
-                    )
-                log.warning("%s: skipped, %s", path, _REASONS.get(reason, reason))
-                self.summary.n_errors += 1
-                self.summary.errors[reason] += 1
-                records.append(error_row(path, cfg.rank.value, reason))
-            done += batch["n"]
-            self.summary.seconds = time.perf_counter() - t0
-            yield records
-            if progress is not None:
-                progress(done, total)
+        try:
+            for batch in encode_batches(
+                self.files, self.loaded, self.encoder, cfg.batch_size, cfg.workers, timer
+            ):
+                yield from self._records(batch)
+                done += len(batch)
+                self.summary.seconds = timer[0]
+                if progress is not None:
+                    progress(done, total)
+        finally:
+            self.summary.seconds = timer[0]
 
-
-_REASONS = {
-    "missing": "no such file",
-    "empty": "the file is empty",
-    "not_image": "not an image",
-    "truncated": "truncated image",
-    "corrupt": "corrupt image",
-    "too_large": "image too large",
-    "unsupported": "an image format biotrove does not read",
-    "ambiguous": "several files match",
-}
+    def _records(self, batch: EncodedBatch) -> Iterator[list[dict[str, Any]]]:
+        """The batch's records in input order (yielded once); error rows for unreadable files,
+        or, with ``--strict``, the records before the first one and an error."""
+        cfg = self.cfg
+        ok_keys = [k for k, ok in zip(batch.keys, batch.ok, strict=True) if ok]
+        rows = self._predict(batch.features, ok_keys) if ok_keys else []
+        failures = iter(batch.failures)
+        records: list[dict[str, Any]] = []
+        ok_i = 0
+        for is_ok in batch.ok:
+            if is_ok:
+                records.extend(rows[ok_i])
+                ok_i += 1
+                self.summary.n_classified += 1
+                continue
+            path, reason = next(failures)
+            if cfg.strict:
+                yield records
+                raise InputError(
+                    f"{path}: unreadable image ({reason})",
+                    hint="fix or remove the file, or drop --strict to report bad files "
+                    "as error rows and go on",
+                )
+            log.warning("%s: skipped, %s", path, REASONS.get(reason, reason))
+            self.summary.n_errors += 1
+            self.summary.errors[reason] += 1
+            records.append(error_row(path, cfg.rank.value, reason))
+        yield records
 
 
 def prepare_classify(cfg: ClassifyConfig, stdin: Iterable[str] | None = None) -> ClassifyJob:
@@ -310,68 +388,16 @@ def prepare_classify(cfg: ClassifyConfig, stdin: Iterable[str] | None = None) ->
 
     Cheap checks come first (paths, labels, flags) so a typo fails before the model loads.
     """
-    if cfg.k < 1:
-        raise UsageError(f"-k must be at least 1, got {cfg.k}")
-    if cfg.min_confidence is not None and not 0.0 <= cfg.min_confidence <= 1.0:
-        raise UsageError(
-            f"--min-confidence must be in [0, 1], got {cfg.min_confidence}",
-            hint="a probability, e.g. 0.8 (0: always the deepest rank)",
-        )
-    if cfg.resume:
-        if not cfg.output or cfg.output == "-":
-            raise UsageError("--resume needs -o FILE", hint="the file the first run wrote")
-        if cfg.output_format not in STREAM_FORMATS:
-            raise UsageError(
-                f"--resume appends to csv or jsonl files, not {cfg.output_format}",
-                hint="write -o FILE.csv or FILE.jsonl",
-            )
-    text_settings(cfg)  # bad --text-type / --templates fail before any work
+    check_flags(cfg)
     files = expand_paths(cfg.paths, cfg.recursive, stdin)
-    summary = ClassifySummary(n_inputs=len(files))
+    n_inputs = len(files)
     if cfg.resume:
         done = scan_output(cfg.output, cfg.output_format)  # type: ignore[arg-type]
         if done:
             done_abs = {os.path.abspath(p) for p in done}
-            left = [f for f in files if f not in done and os.path.abspath(f) not in done_abs]
-            summary.n_skipped = len(files) - len(left)
-            files = left
+            files = [f for f in files if f not in done and os.path.abspath(f) not in done_abs]
     given = LabelBank.load(cfg.labels) if cfg.labels else None
-    if given is not None and given.is_custom:
-        if cfg.rank is not Rank.SPECIES:
-            raise UsageError(
-                f"--rank {cfg.rank.value}: custom labels have no ranks",
-                hint="leave --rank out, or use a label table with lineage",
-            )
-        if cfg.min_confidence is not None:
-            raise UsageError(
-                "--min-confidence climbs the taxonomy; custom labels have none",
-                hint="use a label table with lineage columns",
-            )
-    from biotrove_cli.core.models.load import load_model
-
-    loaded = load_model(cfg.model, arch=cfg.arch, device=cfg.device)
-    text = text_settings(cfg, loaded if given is None else None)
-    bank, full = choose_bank(cfg, loaded.labels, given)
-    if bank.is_custom and cfg.min_confidence is not None:
-        raise UsageError("--min-confidence needs a label bank with lineage")
-    if not bank.is_custom and len(bank.classes(cfg.rank)) == 0:
-        raise InputError(
-            f"the label bank names no {cfg.rank.value}",
-            hint="pick another --rank, or labels with that rank filled",
-        )
-    clf = build_classifier(
-        loaded,
-        bank,
-        ranks=[cfg.rank],
-        modes=[Mode.ROLLUP],
-        text=text,
-        use_cache=cfg.use_cache,
-        embed_bank=full if full is not bank else None,
-    )
-    summary.labels = bank.source
-    summary.n_labels = len(bank)
-    summary.text = {"text_type": text.text_type, "templates": text.templates_name}
-    summary.text_cached = bool(clf.cache.get("species"))
-    encoder = ImageEncoder(loaded, cfg.precision)
-    summary.model = {**loaded.describe(), "precision": encoder.precision}
-    return ClassifyJob(cfg, files, loaded, clf, encoder, summary)
+    job = build_engine(cfg, given).job(cfg, files)
+    job.summary.n_inputs = n_inputs
+    job.summary.n_skipped = n_inputs - len(files)
+    return job

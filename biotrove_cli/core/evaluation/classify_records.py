@@ -56,7 +56,7 @@ def prediction_row(
         if rank is Rank.SPECIES:
             row["common_name"] = rep.common_name
     row["score"] = round(float(score), 6)
-    row["error"] = ""
+    row["error"] = None  # null in JSON: `jq 'select(.error)'` finds the failures only
     return row
 
 

@@ -141,22 +141,6 @@ class TableDataset:
         return {"key": row.key, "taxon": row.taxon, "image": image, "error": reason}
 
 
-class FileDataset:
-    """Map-style dataset: file path -> (preprocessed image | None, reason) (``classify``)."""
-
-    def __init__(self, files: list[str], preprocess: Any, draft: int):
-        self.files = files
-        self.preprocess = preprocess
-        self.draft = draft
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        image, reason = load_file((self.files[i],), self.preprocess, self.draft)
-        return {"key": self.files[i], "image": image, "error": reason, "taxon": None}
-
-
 class ShardDataset(IterableDataset):
     """Samples of shards, split across distributed ranks and DataLoader workers.
 

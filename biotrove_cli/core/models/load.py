@@ -18,12 +18,12 @@ from biotrove_cli.core.models.loaders import (
     load_bundle,
     load_checkpoint_file,
     load_hf_hub,
-    load_preset,
     load_pretrained,
     load_random,
     load_run_dir,
     load_safetensors,
 )
+from biotrove_cli.core.models.published import load_preset
 from biotrove_cli.core.models.spec import ModelSpec, SpecKind, parse_model_spec
 
 
@@ -50,7 +50,7 @@ def load_model(spec: str | Path, *, arch: str | None = None, device: str = "cpu"
         case SpecKind.CHECKPOINT:
             return load_checkpoint_file(s.file, s.text, device, arch)
         case SpecKind.PRESET if s.preset is not None:
-            return load_preset(s.preset, s.file, s.text, device, arch)
+            return load_preset(s.preset, s.text, device, arch)
         case SpecKind.HF_HUB:
             return load_hf_hub(s.text, device)
         case SpecKind.RANDOM:

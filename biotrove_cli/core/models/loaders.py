@@ -38,7 +38,6 @@ from biotrove_cli.core.models.hub import (
     why_unavailable,
 )
 from biotrove_cli.core.models.loaded import LoadedModel
-from biotrove_cli.core.models.registry import ModelPreset
 
 log = logging.getLogger("biotrove")
 
@@ -218,19 +217,6 @@ def load_run_dir(path: Path, spec: str, device: str, arch: str | None) -> Loaded
 
         extra["labels"] = LabelBank.load(path / RUN_LABELS)
     return load_checkpoint_file(ckpt, spec, device, arch, kind="run", extra=extra)
-
-
-def load_preset(
-    preset: ModelPreset, path: Path, spec: str, device: str, arch: str | None
-) -> LoadedModel:
-    """A published BioTrove-CLIP model, from its file in :func:`registry.models_dir`."""
-    if path.is_file():
-        return load_checkpoint_file(path, spec, device, arch)
-    raise ModelLoadError(
-        f"{preset.title} weights not found: {path} does not exist",
-        hint=f"download {preset.filename} from {registry.HF_BIOTROVE} on a machine with "
-        f"network and place it in {registry.models_dir()} (or set BIOTROVE_HOME)",
-    )
 
 
 def require_arch(arch: str, spec: str) -> None:

@@ -84,7 +84,8 @@ def biotrove_home() -> Path:
 
 
 def models_dir() -> Path:
-    """The folder where the published BioTrove-CLIP ``.pt`` files are looked up."""
+    """The published BioTrove-CLIP models' folder: a bundle per preset (``clip-o/``...), and
+    ``.pt`` files placed there by hand."""
     return biotrove_home() / "models"
 
 

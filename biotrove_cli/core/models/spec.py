@@ -8,8 +8,9 @@ Accepted specs, tried in this order:
 3. a checkpoint file (``.pt``/``.pth``/``.bin``: open_clip training checkpoints with or without
    ``module.`` prefixes, optimizer state ignored; ``.safetensors`` beside a config or with
    ``arch=``);
-4. a BioTrove-CLIP model by preset (``clip-o``, ``clip-b``, ``clip-m``) or published file name,
-   looked up in :func:`registry.models_dir` (``$BIOTROVE_HOME/models``);
+4. a BioTrove-CLIP model by preset (``clip-o``, ``clip-b``, ``clip-m``) or published file name:
+   its bundle in ``$BIOTROVE_HOME/models/<preset>``, downloaded and converted on first use
+   (:mod:`published`);
 5. ``hf-hub:org/repo`` and open_clip ``ARCH:TAG`` pretrained tags, from the local cache only
    when offline; ``ARCH:random`` builds random weights (benchmarks, smoke tests);
 6. ``ARCH:/path/to/file.pt`` loads a file into a named architecture.
@@ -44,7 +45,7 @@ class SpecKind(str, Enum):
     RUN = "run"  # a training run folder
     CHECKPOINT = "checkpoint"  # an existing file other than .safetensors
     SAFETENSORS = "safetensors"  # an existing .safetensors file
-    PRESET = "preset"  # a BioTrove-CLIP preset or published file name, in models_dir()
+    PRESET = "preset"  # a BioTrove-CLIP preset or published file name
     HF_HUB = "hf-hub"  # hf-hub:org/repo
     PRETRAINED = "pretrained"  # ARCH:TAG
     RANDOM = "random"  # ARCH:random (or none, scratch)
@@ -60,7 +61,7 @@ class ModelSpec:
 
     text: str  # the spec as given (stripped, without ``local-dir:``)
     kind: SpecKind
-    path: Path | None = None  # the file or folder (PRESET: where its file is looked up)
+    path: Path | None = None  # the file or folder (PRESET: its bundle folder, maybe not yet made)
     arch: str = ""  # PRETRAINED, RANDOM, ARCH_FILE
     tag: str = ""  # PRETRAINED, RANDOM, ARCH_FILE (the file as written)
     preset: ModelPreset | None = None  # PRESET
@@ -96,7 +97,7 @@ def parse_model_spec(spec: str | Path) -> ModelSpec:
         return parse_model_spec(text[len(LOCAL_DIR_PREFIX) :])
     preset = registry.BIOTROVE_MODELS.get(text.lower()) or registry.preset_for_filename(text)
     if preset is not None:
-        where = registry.models_dir() / preset.filename
+        where = registry.models_dir() / preset.name
         return ModelSpec(text, SpecKind.PRESET, path=where, preset=preset)
     if ":" in text and not text.startswith((".", "/")):
         arch, tag = text.split(":", 1)

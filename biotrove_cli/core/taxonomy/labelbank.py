@@ -13,6 +13,7 @@ from functools import cached_property
 from pathlib import Path
 
 from biotrove_cli.core.errors import InputError, UsageError
+from biotrove_cli.core.taxonomy.banks import bank_names, named_bank
 from biotrove_cli.core.taxonomy.lineage import Taxon, clean_name
 from biotrove_cli.core.taxonomy.rank import RANKS, Rank
 
@@ -106,8 +107,14 @@ class LabelBank:
 
         * a folder: its ``taxonomy.parquet`` (shard folders) or ``labels.parquet`` (bundles/runs);
         * ``.txt``: one custom label per line (``#`` comments allowed);
-        * a table: species-level rows of any schema :mod:`readers` knows.
+        * a table: species-level rows of any schema :mod:`readers` knows;
+        * the name of a bank shipped in the package (:mod:`banks`: ``inat2021``, ``demo``).
         """
+        named = named_bank(path)
+        if named is not None:
+            bank = cls.load(named.path)
+            bank.source = named.name
+            return bank
         path = Path(path)
         if path.is_dir():
             for name in ("labels.parquet", "taxonomy.parquet"):
@@ -121,7 +128,10 @@ class LabelBank:
                 hint="pass a label file, a shard folder or a model bundle",
             )
         if not path.exists():
-            raise InputError(f"{path}: no such label file", hint="check the --labels path")
+            raise InputError(
+                f"{path}: no such label file",
+                hint=f"check the --labels path, or name a shipped bank ({bank_names()})",
+            )
         if path.suffix.lower() == ".txt":
             try:
                 lines = path.read_text(encoding="utf-8").splitlines()

@@ -33,7 +33,7 @@ from biotrove_cli.core.models.export.config import (
     ExportResult,
     Verification,
 )
-from biotrove_cli.core.models.export.job import export_model
+from biotrove_cli.core.models.export.entry import export_model
 
 __all__ = [
     "TOLERANCE",

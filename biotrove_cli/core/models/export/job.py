@@ -1,5 +1,8 @@
-"""``export_model``: the job of ``biotrove export``: load the source, write the chosen format
-and the label bank into a temp folder, verify it, write the provenance and publish it."""
+"""The job of ``biotrove export`` once the source is loaded: check the inputs, write the chosen
+format and the label bank into a temp folder, verify it, write the provenance and publish it.
+
+Loading the source is :mod:`.entry`'s (``export_model``), so that this module never imports the
+model loader and the loader can convert a published checkpoint with it (BioTrove-CLIP presets)."""
 
 from __future__ import annotations
 
@@ -58,8 +61,8 @@ def _source_file(loaded: Any) -> Path | None:
 
 
 @dataclass
-class _Job:
-    """The checked inputs of one export."""
+class ExportJob:
+    """The checked inputs of one export (:func:`check_export`)."""
 
     cfg: ExportConfig
     dtype: Dtype
@@ -71,21 +74,22 @@ class _Job:
     bank: Any  # the LabelBank to bundle, or None
 
 
-def export_model(cfg: ExportConfig, progress: ProgressFn | None = None) -> ExportResult:
-    """Export ``cfg.source`` to ``cfg.out`` (see the package docstring).
+def export_loaded(job: ExportJob, source: Any, progress: ProgressFn | None = None) -> ExportResult:
+    """Export a loaded ``source`` as ``job`` (from :func:`check_export`) says.
+
+    Without a label bank of the job's own, the source's is bundled (a run's, a bundle's).
 
     Args:
-        cfg: what to export and how.
         progress: ``(done, total)`` callback while the label bank's prompts are encoded.
 
     Raises:
-        UsageError: an impossible combination (ONNX in fp16/bf16, a bad text type).
-        OutputExistsError: ``--out`` is not empty (and not ``force``) or not an export.
-        ModelLoadError (and subclasses): the source is not a loadable, safe checkpoint.
+        OutputExistsError: something appeared at ``--out`` meanwhile.
         VerificationError: the reloaded export does not reproduce the source.
     """
-    job = _check(cfg)
-    source = _load_source(job)
+    cfg = job.cfg
+    if job.bank is None and source.labels is not None:
+        job.bank = source.labels
+        log.info(f"bundling the source's label bank ({len(job.bank)} classes); --labels changes it")
     src_file = _source_file(source)
     source_sha = sha256_file(src_file) if src_file is not None else None
     _remove_stale_temps(job.out)
@@ -123,7 +127,7 @@ def export_model(cfg: ExportConfig, progress: ProgressFn | None = None) -> Expor
     )
 
 
-def _check(cfg: ExportConfig) -> _Job:
+def check_export(cfg: ExportConfig) -> ExportJob:
     """Everything that can be refused before the model loads, refused; ``--out``'s parent made."""
     from biotrove_cli.core.evaluation.templates import load_templates
     from biotrove_cli.core.taxonomy.captions import check_text_type
@@ -151,27 +155,10 @@ def _check(cfg: ExportConfig) -> _Job:
         from biotrove_cli.core.taxonomy.labelbank import LabelBank
 
         bank = LabelBank.load(cfg.labels)
-    return _Job(cfg, dtype, fmt, out, text_type, templates_name, templates, bank)
+    return ExportJob(cfg, dtype, fmt, out, text_type, templates_name, templates, bank)
 
 
-def _load_source(job: _Job) -> Any:
-    """The source model (fp32, CPU); without ``--labels`` its own label bank is bundled."""
-    from biotrove_cli.core.models.load import load_model
-
-    cfg = job.cfg
-    log.info(f"loading {cfg.source}")
-    source = load_model(cfg.source, arch=cfg.arch, device="cpu")
-    log.info(
-        f"architecture {source.arch} (QuickGELU {'on' if source.quick_gelu else 'off'}); "
-        f"why: {source.arch_reason}"
-    )
-    if job.bank is None and source.labels is not None:
-        job.bank = source.labels
-        log.info(f"bundling the source's label bank ({len(job.bank)} classes); --labels changes it")
-    return source
-
-
-def _write(tmp: Path, job: _Job, source: Any, progress: ProgressFn | None) -> dict | None:
+def _write(tmp: Path, job: ExportJob, source: Any, progress: ProgressFn | None) -> dict | None:
     """The chosen format, then the label bank; returns the labels' provenance (or None)."""
     if job.fmt is ExportFormat.open_clip:
         log.info(f"writing the open_clip bundle ({job.dtype.value})")
@@ -195,7 +182,7 @@ def _write(tmp: Path, job: _Job, source: Any, progress: ProgressFn | None) -> di
     )
 
 
-def _verify(tmp: Path, job: _Job, source: Any) -> tuple[Verification | None, str | None]:
+def _verify(tmp: Path, job: ExportJob, source: Any) -> tuple[Verification | None, str | None]:
     """Verify the written export (unless ``--no-verify``); a failure raises.
 
     Returns:

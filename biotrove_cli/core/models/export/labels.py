@@ -54,7 +54,10 @@ def _write_labels(
     try:
         if str(device) != str(model_device):
             source.model.to(device)
-        emb = text.encode_prompts(source, prompts, batch_size=batch_size, progress=progress)
+        # trimmed to each batch's longest prompt: the same embeddings, several times faster
+        emb = text.encode_prompts(
+            source, prompts, batch_size=batch_size, progress=progress, trim=True
+        )
     finally:
         source.model.to(model_device)
     bank.save(tmp / BUNDLE_LABELS)
