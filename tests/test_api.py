@@ -166,3 +166,20 @@ def test_evaluate_gives_the_records_of_biotrove_eval(cli, small_world, tiny_bund
 
     with pytest.raises(UsageError, match="unknown options: colour"):
         evaluate(table, model=str(tiny_bundle), colour="red")
+
+
+def test_the_readme_example_runs(tmp_path, tiny_bundle, field_photos, monkeypatch, capsys):
+    import re
+    import shutil
+
+    text = (REPO / "README.md").read_text()
+    block = re.search(r"<!-- api-example -->\n```python\n(.*?)```", text, re.S)
+    assert block, "the README's API example is gone"
+    demo = tmp_path / "biotrove-demo"  # what `biotrove demo` leaves behind
+    demo.mkdir()
+    (demo / "model").symlink_to(tiny_bundle)
+    shutil.copytree(field_photos, demo / "photos")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block.group(1), "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "3 photos classified" in out and "(3, 64)" in out and "score" in out
