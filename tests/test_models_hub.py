@@ -143,6 +143,10 @@ def test_second_classify_makes_no_request(on_hub):
     assert on_hub.hub.requests == []
     assert "downloading" not in err and "converting" not in err
     assert _records(out) == _records(on_hub.result[1])  # the same predictions, from the bundle
+    # naming the bank the bundle carries uses its class embeddings as they are
+    code, out, err = _run(*args, "--labels", "inat2021")
+    assert code == 0 and "class texts from the cache" in err
+    assert _records(out) == _records(on_hub.result[1]) and on_hub.hub.requests == []
 
 
 @pytest.mark.slow
@@ -187,6 +191,19 @@ def test_offline_and_failing_hubs_say_what_from_where_and_where_to_put_it(
         assert code == 1 and "answered HTTP 503" in err and PRESET.filename in err
     finally:
         hub.close()
+    # a checkpoint placed by hand is used as it is, offline
+    from biotrove_cli.core.models import download
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    by_hand = tmp_path / "home" / "models" / PRESET.filename
+    by_hand.parent.mkdir(parents=True, exist_ok=True)
+    by_hand.write_bytes(checkpoint)
+    assert download.fetch_checkpoint(TINY_PRESET) == by_hand
+    code, out, _ = _run("models", "clip-o", "--format", "json")
+    row = json.loads(out)[0]
+    assert row["state"] == "downloaded" and row["checkpoint"] == str(by_hand)
+    by_hand.unlink()
+    monkeypatch.delenv("HF_HUB_OFFLINE")
     # no server at all (a port nothing listens on)
     import socket
 

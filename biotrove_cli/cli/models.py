@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Annotated
 
 import typer
@@ -11,23 +10,15 @@ from biotrove_cli.cli.options import DeviceOpt, FormatOpt, OutputOpt
 from biotrove_cli.output.render import Format
 
 
-class ModelsAction(str, Enum):
-    list = "list"
-    pull = "pull"
-
-
 def models_cmd(
-    action: Annotated[
-        ModelsAction,
+    words: Annotated[
+        list[str] | None,
         typer.Argument(
-            case_sensitive=False,
-            help="list (the default) or pull: download and convert now.",
+            metavar="[pull] [PRESET]...",
+            help="Presets to list (default: all), or `pull` and the presets to download and "
+            "convert now.",
             show_default=False,
         ),
-    ] = ModelsAction.list,
-    names: Annotated[
-        list[str] | None,
-        typer.Argument(metavar="[PRESET]...", help="clip-o, clip-b, clip-m (pull: at least one)."),
     ] = None,
     device: DeviceOpt = "auto",
     format: FormatOpt = Format.auto,
@@ -45,14 +36,19 @@ def models_cmd(
 
       biotrove models
 
+      biotrove models clip-o --format json
+
       biotrove models pull clip-o clip-b
     """
     from biotrove_cli.core.errors import UsageError
     from biotrove_cli.core.models.published import list_presets, preset_named, pull
     from biotrove_cli.output.render import emit
 
-    names = list(names or [])
-    if action is ModelsAction.pull:
+    words = list(words or [])
+    action, names = "list", words
+    if words and words[0].lower() in ("pull", "list"):
+        action, names = words[0].lower(), words[1:]
+    if action == "pull":
         if not names:
             raise UsageError("pull needs a model", hint="biotrove models pull clip-o")
         from biotrove_cli.core.runtime import resolve_device
