@@ -191,6 +191,7 @@ def test_offline_and_unknown_specs_fail_clearly(tmp_path, monkeypatch):
         load_model("definitely-not-a-model")
 
 
+@pytest.mark.slow
 def test_biotrove_file_names_decide_the_architecture(tmp_path, monkeypatch, tiny_model):
     monkeypatch.setenv("BIOTROVE_HOME", str(tmp_path))
     (tmp_path / "models").mkdir()
@@ -200,8 +201,13 @@ def test_biotrove_file_names_decide_the_architecture(tmp_path, monkeypatch, tiny
     with pytest.raises(ModelLoadError) as err:
         load_model("clip-o")
     assert "do not fit" in err.value.message and "--arch" in err.value.hint
+    # converted once into a bundle (with the small demo bank standing in for inat2021)
+    from biotrove_cli.core.taxonomy import banks
+
+    monkeypatch.setitem(banks.BANKS, "inat2021", banks.BANKS["demo"])
     lm = load_model("clip-o", arch="biotrove-tiny")
-    assert lm.arch == "biotrove-tiny"
+    assert lm.arch == "biotrove-tiny" and lm.kind == "preset"
+    assert lm.source == tmp_path / "models" / "clip-o" and len(lm.labels) == 33
 
 
 def test_unknown_architecture(tmp_path):
@@ -246,12 +252,7 @@ def test_spec_parsing_names_every_kind_and_loads_nothing(tmp_path):
         str(folder): ("folder", str(folder), "", ""),
         str(tmp_path / "x.pt"): ("checkpoint", str(tmp_path / "x.pt"), "", ""),
         str(tmp_path / "w.safetensors"): ("safetensors", str(tmp_path / "w.safetensors"), "", ""),
-        "CLIP-O": (
-            "preset",
-            str(home / "models" / "biotroveclip-vit-b-16-from-openai-epoch-40.pt"),
-            "",
-            "",
-        ),
+        "CLIP-O": ("preset", str(home / "models" / "clip-o"), "", ""),  # its bundle folder
         "hf-hub:imageomics/bioclip": ("hf-hub", None, "", ""),
         "ViT-B-16:openai": ("pretrained", None, "ViT-B-16", "openai"),
         "biotrove-tiny:scratch": ("random", None, "biotrove-tiny", "scratch"),

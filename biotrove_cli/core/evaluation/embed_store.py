@@ -27,7 +27,7 @@ from typing import Any
 from biotrove_cli.core.errors import InputError
 
 EMBEDDING = "embedding"
-STORE_FORMATS = ("parquet", "npy")
+ROW_GROUP = 65_536  # rows per Parquet row group in the final file
 
 
 def index_path(npy: Path) -> Path:
@@ -206,34 +206,50 @@ class EmbeddingStore:
             self._writer = self._sink = None
 
     def finish(self, dims: int) -> int:
-        """Combine everything into the output (atomically) and remove the segments; returns the
-        number of rows."""
+        """Combine everything, in order, into the output (written atomically; memory holds one
+        row group at a time) and remove the segments; returns the number of rows."""
         self.close_segment()
-        batches = [b for b in self._earlier_batches() if b.num_rows]
-        batches = [b.cast(_schema(self.columns, dims)) for b in batches]
         if self.fmt == "parquet":
-            n = self._write_parquet(batches, dims)
+            n = self._write_parquet(dims)
         else:
-            n = self._write_npy(batches, dims)
+            n = self._write_npy(dims)
         shutil.rmtree(self.parts, ignore_errors=True)
         return n
 
-    def _write_parquet(self, batches: list[Any], dims: int) -> int:
+    def _batches(self, dims: int) -> Iterator[Any]:
+        schema = _schema(self.columns, dims)
+        for b in self._earlier_batches():
+            if b.num_rows:
+                yield b.cast(schema)
+
+    def _write_parquet(self, dims: int) -> int:
         import pyarrow as pa
+        import pyarrow.parquet as pq
 
-        from biotrove_cli.core.io import atomic_write_parquet
+        from biotrove_cli.core.io import atomic_open
 
-        table = pa.Table.from_batches(batches, schema=_schema(self.columns, dims))
-        atomic_write_parquet(table, self.output)
-        return table.num_rows
+        schema = _schema(self.columns, dims)
+        n = 0
+        pending: list[Any] = []
+        with atomic_open(self.output, "wb") as fh, pq.ParquetWriter(fh, schema) as writer:
+            for b in self._batches(dims):
+                pending.append(b)
+                if sum(x.num_rows for x in pending) >= ROW_GROUP:
+                    writer.write_table(pa.Table.from_batches(pending, schema=schema))
+                    n += sum(x.num_rows for x in pending)
+                    pending = []
+            # an empty output still has its schema
+            writer.write_table(pa.Table.from_batches(pending, schema=schema))
+            n += sum(x.num_rows for x in pending)
+        return n
 
-    def _write_npy(self, batches: list[Any], dims: int) -> int:
+    def _write_npy(self, dims: int) -> int:
         """The embeddings into a memory-mapped .npy (flat memory), then the index CSV."""
         import numpy as np
 
         from biotrove_cli.core.io import atomic_open, fsync_dir
 
-        n_vec = sum(b.num_rows - b.column(EMBEDDING).null_count for b in batches)
+        n_vec = sum(b.num_rows - b.column(EMBEDDING).null_count for b in self._batches(dims))
         tmp = self.output.with_name(f".{self.output.name}.{os.getpid()}.tmp")
         if n_vec:
             array: Any = np.lib.format.open_memmap(
@@ -244,26 +260,31 @@ class EmbeddingStore:
                 np.save(raw, np.zeros((0, dims), dtype=np.float32), allow_pickle=False)
             array = None
         other = [c for c in self.columns if c != EMBEDDING]
-        row = 0
-        with atomic_open(index_path(self.output), "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh, lineterminator="\n")
-            writer.writerow(["row", *other])
-            for b in batches:
-                emb = b.column(EMBEDDING)
-                valid = np.asarray(emb.is_valid().to_pylist(), dtype=bool)
-                # the child array holds a slot for every row, null ones included
-                values = emb.values.to_numpy(zero_copy_only=False).reshape(-1, dims)
-                values = values[emb.offset : emb.offset + len(emb)][valid]
-                cols = {c: b.column(c).to_pylist() for c in other}
-                if array is not None and len(values):
-                    array[row : row + len(values)] = values
-                for i, ok in enumerate(valid):
-                    cells = ["" if cols[c][i] is None else cols[c][i] for c in other]
-                    writer.writerow([row if ok else "", *cells])
-                    row += int(ok)
-            if array is not None:
-                array.flush()
-                del array
-            os.replace(tmp, self.output)
+        row = n_rows = 0
+        try:
+            with atomic_open(index_path(self.output), "w", newline="", encoding="utf-8") as fh:
+                writer = csv.writer(fh, lineterminator="\n")
+                writer.writerow(["row", *other])
+                for b in self._batches(dims):
+                    emb = b.column(EMBEDDING)
+                    valid = np.asarray(emb.is_valid().to_pylist(), dtype=bool)
+                    # the child array holds a slot for every row, null ones included
+                    values = emb.values.to_numpy(zero_copy_only=False).reshape(-1, dims)
+                    values = values[emb.offset : emb.offset + len(emb)][valid]
+                    if array is not None and len(values):
+                        array[row : row + len(values)] = values
+                    cols = {c: b.column(c).to_pylist() for c in other}
+                    n_rows += len(valid)
+                    for i, ok in enumerate(valid):
+                        cells = ["" if cols[c][i] is None else cols[c][i] for c in other]
+                        writer.writerow([row if ok else "", *cells])
+                        row += int(ok)
+                if array is not None:
+                    array.flush()
+                    del array
+                os.replace(tmp, self.output)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
         fsync_dir(self.output.parent)
-        return row
+        return n_rows
