@@ -243,18 +243,20 @@ def run_eval(out: Path, shards: Path, arch: str, device: str, batch: int, worker
         "json",
         "-o",
         str(result),
+        "--summary",
+        str(out / "eval-summary.json"),
     ]
     t0 = time.perf_counter()
     proc = subprocess.run(args, capture_output=True, text=True)
     (out / "eval.stderr.log").write_text(proc.stderr)
     if proc.returncode != 0:
         return {"error": proc.stderr[-2000:]}
-    doc = json.loads(result.read_text())
+    doc = json.loads((out / "eval-summary.json").read_text())
     timings = (doc.get("models") or [{}])[0].get("timings", {})
     return {
         "images_per_s": timings.get("images_per_s"),
         "wall_s": time.perf_counter() - t0,
-        "images": doc["records"][0]["n_images"],
+        "images": json.loads(result.read_text())[0]["n_images"],
     }
 
 

@@ -141,3 +141,18 @@ def _demo_taxa():
     from biotrove_cli.core.taxonomy.labelbank import LabelBank
 
     return LabelBank.load("demo").taxa
+
+
+def test_the_shipped_banks_are_package_data():
+    """A wheel (non-editable install) carries every file of resources/: pyproject's
+    package-data globs cover them."""
+    import tomllib
+
+    from tests.conftest import REPO, RESOURCES
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    globs = project["tool"]["setuptools"]["package-data"]["biotrove_cli"]
+    package = REPO / "biotrove_cli"
+    covered = {p for g in globs for p in package.glob(g) if p.is_file()}
+    shipped = {p for p in RESOURCES.rglob("*") if p.is_file()}
+    assert shipped and shipped <= covered, sorted(str(p) for p in shipped - covered)
