@@ -1,8 +1,10 @@
 """``biotrove classify``: folders of field photos -> predictions, streamed as they arrive.
 
-Paths are files, folders (``--recursive``), globs or ``-`` (paths on stdin). Images are decoded
-in DataLoader workers (JPEG draft decoding near the model's input size, EXIF orientation applied)
-and encoded in batches; each batch's records are yielded at once so a caller can stream them.
+Paths are files, folders (``--recursive``), globs or ``-`` (paths on stdin); from Python, PIL
+images and arrays too. The image pass (:mod:`image_pass`, shared with ``embed``) decodes and
+encodes them in batches; each batch's records are yielded at once so a caller can stream them.
+A :class:`ClassifyEngine` (model, label bank, class embeddings) serves every pass of the CLI and
+of the Python API's ``Classifier``.
 Scores are probabilities: species probabilities from the shared zero-shot classifier, rolled up
 into higher ranks by summing. ``--min-confidence P`` reports, per image, the deepest rank whose
 best rolled-up probability reaches P.
