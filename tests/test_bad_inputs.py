@@ -138,7 +138,13 @@ def _photo(env: Env, name: str, taxon_index: int, fmt: str = "JPEG") -> Path:
 
 def _shard(env: Env, meta: Path, *extra: Any) -> list[Any]:
     return ["shard", meta, "--images", env.tmp / "images", "--out", env.tmp / "ds",
-            "--val-fraction", "0", "--workers", "0", "--format", "json", *extra]  # fmt: skip
+            "--val-fraction", "0", "--workers", "0", "--format", "json",
+            "--summary", env.tmp / "summary.json", *extra]  # fmt: skip
+
+
+def _summary_doc(env: Env) -> dict[str, Any]:
+    """What the command wrote to ``--summary`` (its JSON output is the records alone)."""
+    return json.loads((env.tmp / "summary.json").read_text())
 
 
 def _samples(env: Env) -> dict[str, dict[str, Any]]:
@@ -210,7 +216,7 @@ def then_conflicting_species(env: Env, out: str, err: str) -> None:
     assert selection["conflicting"] == 2 and selection["duplicates"] == 1
     assert selection["selected"] == 3
     assert set(_samples(env)) == {"0", "2", "3"}
-    assert json.loads(out)["selection"]["conflicting"] == 2
+    assert _summary_doc(env)["selection"]["conflicting"] == 2
 
 
 # -- builders: models and bundles -----------------------------------------------------------------
@@ -257,7 +263,8 @@ def then_edited_bundle_config(env: Env, out: str, err: str) -> None:
 
 # -- builders: eval -------------------------------------------------------------------------------
 def _eval(env: Env, *models: Any, extra: tuple = ()) -> list[Any]:
-    args: list[Any] = ["eval", "--data", env.shards, "--workers", "0", "--format", "json"]
+    args: list[Any] = ["eval", "--data", env.shards, "--workers", "0", "--format", "json",
+                       "--summary", env.tmp / "summary.json"]  # fmt: skip
     for m in models:
         args += ["-m", m]
     return [*args, *extra]
@@ -270,8 +277,8 @@ def build_same_folder_names(env: Env) -> list[Any]:
 
 
 def then_same_folder_names(env: Env, out: str, err: str) -> None:
-    doc = json.loads(out)
-    records = doc["records"]
+    doc = _summary_doc(env)
+    records = json.loads(out)
     by_model = Counter(r["model"] for r in records)
     assert set(by_model) == {"a/model", "b/model"}
     assert by_model["a/model"] == by_model["b/model"] == 7  # one record per rank each
@@ -290,11 +297,12 @@ def build_eval_table_gif(env: Env) -> list[Any]:
     _photo(env, f"{photos[2].photo_id}.gif", 0, "GIF")
     meta = _write_meta(env, [(p.photo_id, p.taxon) for p in photos])
     return ["eval", "-m", env.ckpt, "--data", meta, "--images", env.tmp / "images",
-            "--workers", "0", "--format", "json"]  # fmt: skip
+            "--workers", "0", "--format", "json",
+            "--summary", env.tmp / "summary.json"]  # fmt: skip
 
 
 def then_eval_table_gif(env: Env, out: str, err: str) -> None:
-    (model,) = json.loads(out)["models"]
+    (model,) = _summary_doc(env)["models"]
     assert model["unreadable"] == {"unsupported": 1}
 
 

@@ -346,17 +346,18 @@ def test_a_truncated_train_shard_is_named_and_counted(cli, truncated, tmp_path):
     assert code == 1 and f"Error: {tar}: the shard ended early" in err
 
 
-def test_a_truncated_val_shard_in_eval_is_named_and_counted(cli, truncated, tiny_ckpt):
+def test_a_truncated_val_shard_in_eval_is_named_and_counted(cli, truncated, tiny_ckpt, tmp_path):
     data, _, left = truncated
     tar = data / "val" / "shard-000000.tar"
+    summary = tmp_path / "summary.json"
     code, out, err = cli("eval", "-m", tiny_ckpt, "--data", data, "--ranks", "genus",
-                         "--format", "json", "--workers", "0")  # fmt: skip
+                         "--format", "json", "--workers", "0", "--summary", summary)  # fmt: skip
     assert code == 0, err
     assert f"{tar}: the shard ended early" in err and f"{left} of 4 samples read" in err
     assert f"{4 - left} sample" in err and "lost against sizes.json" in err
     assert "unreadable, skipped" not in err  # a short shard is not an unreadable image
-    doc = json.loads(out)
-    (rec,) = doc["records"]
+    doc = json.loads(summary.read_text())
+    (rec,) = json.loads(out)
     assert rec["n_images"] == 4 + left and rec["n_unreadable"] == 0
     (problem,) = doc["models"][0]["shard_problems"]
     assert (problem["shard"], problem["kind"]) == (str(tar), "truncated")
@@ -379,16 +380,17 @@ def tiny_ckpt(tmp_path_factory):
     return path
 
 
-def test_eval_reads_pipe_commands_like_local_shards(cli, dataset, tiny_ckpt):
+def test_eval_reads_pipe_commands_like_local_shards(cli, dataset, tiny_ckpt, tmp_path):
     common = ["-m", tiny_ckpt, "--format", "json", "--workers", "0", "--ranks", "genus,species"]
-    code, local, err = cli("eval", *common, "--data", dataset)
+    code, local, err = cli("eval", *common, "--data", dataset, "--summary", tmp_path / "l.json")
     assert code == 0, err
     piped = f"pipe:cat {_pattern(str(dataset), 'val', 2)}"
-    code, out, err = cli("eval", *common, "--data", piped)
+    code, out, err = cli("eval", *common, "--data", piped, "--summary", tmp_path / "p.json")
     assert code == 0, err
-    piped_doc, local_doc = json.loads(out), json.loads(local)
-    assert piped_doc["records"] == local_doc["records"]
-    assert [r["n_images"] for r in piped_doc["records"]] == [8, 8]
+    assert json.loads(out) == json.loads(local)
+    assert [r["n_images"] for r in json.loads(out)] == [8, 8]
+    piped_doc = json.loads((tmp_path / "p.json").read_text())
+    local_doc = json.loads((tmp_path / "l.json").read_text())
     assert piped_doc["labels"]["n_species"] == local_doc["labels"]["n_species"] == 4
     assert piped_doc["labels"]["source"].startswith(f"pipe:cat {dataset}/taxonomy.parquet")
 
@@ -427,14 +429,16 @@ def test_without_sizes_json_num_samples_gives_the_epoch(cli, dataset, tmp_path):
 
 
 @needs_curl
-def test_info_describes_remote_shards(cli, server):
-    code, out, err = cli("info", server.url, "--format", "json")
+def test_info_describes_remote_shards(cli, server, tmp_path):
+    summary = tmp_path / "summary.json"
+    code, out, err = cli("info", server.url, "--format", "json", "--summary", summary)
     assert code == 0, err
-    doc = json.loads(out)
+    assert isinstance(json.loads(out), list)  # the rows; the document is the summary
+    doc = json.loads(summary.read_text())
     assert doc["kind"] == "shards" and doc["state"] == "complete"
     assert doc["splits"]["train"]["samples"] == 24 and doc["splits"]["val"]["shards"] == 2
-    code, out, err = cli("info", _pattern(server.url), "--format", "json")
+    code, out, err = cli("info", _pattern(server.url), "--format", "json", "--summary", summary)
     assert code == 0, err
-    doc = json.loads(out)
+    doc = json.loads(summary.read_text())
     assert (doc["shards"], doc["samples"]) == (6, 24)
     assert doc["locations"][-1] == f"{server.url}/train/shard-000005.tar"
