@@ -77,6 +77,8 @@ def _register() -> None:
     from biotrove_cli.cli.shard import EPILOG as SHARD_EPILOG
     from biotrove_cli.cli.shard import shard_cmd
     from biotrove_cli.cli.train import train_cmd
+    from biotrove_cli.cli.tune import EPILOG as TUNE_EPILOG
+    from biotrove_cli.cli.tune import tune_cmd
 
     app.command("classify", rich_help_panel="Evaluate and use")(classify_cmd)
     app.command("completion", rich_help_panel="Inspect")(completion_cmd)
@@ -89,6 +91,7 @@ def _register() -> None:
     app.command("presets", rich_help_panel="Inspect")(presets_cmd)
     app.command("shard", rich_help_panel="Data", epilog=SHARD_EPILOG)(shard_cmd)
     app.command("train", rich_help_panel="Pipeline")(train_cmd)
+    app.command("tune", rich_help_panel="Pipeline", epilog=TUNE_EPILOG)(tune_cmd)
 
 
 _register()

@@ -208,6 +208,27 @@ PrecisionOpt = Annotated[
 
 
 # -- training ------------------------------------------------------------------------------------
+ReportToOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--report-to",
+        metavar="TRACKERS",
+        help="Experiment trackers besides metrics.jsonl: any of tensorboard, wandb, mlflow "
+        "(comma list; none = off). wandb works offline with WANDB_MODE=offline; mlflow "
+        "writes to $MLFLOW_TRACKING_URI, else a file store in the run folder (mlruns/).",
+        show_default=False,
+        rich_help_panel="Tracking",
+    ),
+]
+
+
+def report_to_list(value: str | None) -> list[str] | None:
+    """``--report-to a,b`` -> the tracker list for ``tracking.report_to`` (None: not given)."""
+    from biotrove_cli.core.training.trackers import parse_report_to
+
+    return None if value is None else parse_report_to([value])
+
+
 class TrainPrecisionChoice(str, Enum):
     auto = "auto"
     fp32 = "fp32"

@@ -12,7 +12,9 @@ from biotrove_cli.cli.options import (
     DeviceOpt,
     FormatOpt,
     OutputOpt,
+    ReportToOpt,
     TrainPrecisionOpt,
+    report_to_list,
 )
 from biotrove_cli.output.render import Format
 
@@ -165,6 +167,7 @@ def train_cmd(
             "go on).",
         ),
     ] = False,
+    report_to: ReportToOpt = None,
     format: FormatOpt = Format.auto,
     output: OutputOpt = None,
 ) -> None:
@@ -194,6 +197,7 @@ def train_cmd(
         "model.compile": compile,
         "run_dir": str(run_dir) if run_dir else None,
         "data.strict": True if strict else None,
+        "tracking.report_to": report_to_list(report_to),
     }
     cfg = configlib.resolve(
         TrainConfig, preset=preset, config_file=config_file, flags=flags, overrides=overrides or []

@@ -20,7 +20,18 @@ A run folder written by ``biotrove train``::
       labels.parquet    the label bank of the training data
       metrics.jsonl     one JSON object per logged step / evaluation
       checkpoints/      step-00000100.pt ... and ``latest`` (points at a complete file)
-      tensorboard/      TensorBoard events, when it reports there
+      tensorboard/      TensorBoard events       (--report-to tensorboard)
+      wandb/            the Weights & Biases run (--report-to wandb; wandb names it)
+      mlruns/           the MLflow file store    (--report-to mlflow, without a tracking URI)
+
+A search folder written by ``biotrove tune`` (in ``--storage-path``, beside Ray Tune's own files:
+``tuner.pkl``, ``experiment_state-*.json``, one folder of results per trial)::
+
+    STORAGE/NAME/
+      search.yaml       the search's settings, space and base config (what --resume reads)
+      best.yaml         the best trial's config: ``biotrove train --config best.yaml``
+      runs/TRIAL_ID/    each trial's run folder (a normal run folder, as above)
+      ray-train/        Ray Train's state of each trial's run
 
 A model bundle written by ``biotrove export``: ``open_clip_config.json`` +
 ``open_clip_model.safetensors`` (or ``onnx_config.json`` + ``*.onnx``), ``biotrove.json``
@@ -49,7 +60,14 @@ METRICS = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest"
 TENSORBOARD_DIR = "tensorboard"
+MLFLOW_DIR = "mlruns"
 _STEP_RE = re.compile(r"^step-(\d+)\.pt$")
+
+# -- search folders ----------------------------------------------------------------------------
+SEARCH_CONFIG = "search.yaml"
+SEARCH_BEST = "best.yaml"
+SEARCH_RUNS = "runs"
+SEARCH_TRAIN_STATE = "ray-train"
 
 # -- model bundles -----------------------------------------------------------------------------
 BUNDLE_CONFIG = "open_clip_config.json"
@@ -98,6 +116,11 @@ def is_split_dir(path: Path) -> bool:
 def is_run_dir(path: Path) -> bool:
     """A training run folder."""
     return path.is_dir() and ((path / CHECKPOINT_DIR).is_dir() or (path / RUN_CONFIG).is_file())
+
+
+def is_search_dir(path: Path) -> bool:
+    """A search folder of ``biotrove tune``."""
+    return path.is_dir() and (path / SEARCH_CONFIG).is_file()
 
 
 def is_bundle_dir(path: Path) -> bool:

@@ -136,11 +136,11 @@ def resolve_workers(workers: int | None, device: Any, image_tower_params: int | 
     return cores // 4
 
 
-def training_threads(processes_per_node: int, data_workers: int) -> int:
-    """Intra-op threads of one training process: the node's cores are shared by its training
-    processes and their data workers; more threads than cores stall every operator
-    (oversubscribed OpenMP)."""
-    per_process = (os.cpu_count() or 1) // max(1, processes_per_node)
+def training_threads(processes_per_node: int, data_workers: int, cores: int | None = None) -> int:
+    """Intra-op threads of one training process: the node's cores (or the ``cores`` a
+    scheduler such as Ray reserved) are shared by its training processes and their data
+    workers; more threads than cores stall every operator (oversubscribed OpenMP)."""
+    per_process = (cores or os.cpu_count() or 1) // max(1, processes_per_node)
     return max(1, per_process - min(data_workers, 1))
 
 

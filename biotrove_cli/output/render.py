@@ -74,6 +74,8 @@ def _cell(value: Any, float_digits: int = 4) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return ""
+        if value and abs(value) < 1e-3:  # learning rates, epsilons: keep their digits
+            return f"{value:.{float_digits}g}"
         return (
             f"{value:.{float_digits}f}".rstrip("0").rstrip(".")
             if value != int(value)

@@ -44,6 +44,8 @@ class ModelTally:
     unreadable_examples: list[str] = field(default_factory=list)
     shard_problems: list[dict[str, Any]] = field(default_factory=list)  # ShardProblem.to_dict()
     n_seen: int = 0
+    species_nll: float = 0.0  # summed -log p(true species) of the first mode (training's val loss)
+    species_nll_n: int = 0
     info: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -81,6 +83,8 @@ class ModelTally:
                 self.unreadable_examples.append(e)
         self.shard_problems.extend(other.shard_problems)
         self.n_seen += other.n_seen
+        self.species_nll += other.species_nll
+        self.species_nll_n += other.species_nll_n
 
     @property
     def lost_samples(self) -> int:
@@ -134,6 +138,18 @@ def _score_batch(
             t.update(col[keep], top[keep])
             if rank is Rank.SPECIES:
                 tally.severity[mode].update(top[keep, 0], col[keep], s2c)
+                if mode is modes[0]:
+                    tally.species_nll += _nll(probs, keep, col[keep])
+                    tally.species_nll_n += len(keep)
+
+
+def _nll(probs: Any, rows: Any, truth: Any) -> float:
+    """Summed -log p of the true classes (the rows with a truth)."""
+    import torch
+
+    rows_t = torch.as_tensor(rows, device=probs.device)
+    truth_t = torch.as_tensor(truth, device=probs.device)
+    return -float(probs[rows_t, truth_t].float().clamp_min(1e-12).log().sum())
 
 
 def evaluate_model(

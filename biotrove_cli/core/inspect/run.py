@@ -64,9 +64,31 @@ def describe_run(path: Path):
         for key, value in last.items():
             if key.startswith("top1_"):
                 rep.add("zero-shot (last eval)", key, round(value, 4))
+    for name, where in _trackers(info.get("trackers") or {}):
+        rep.add("trackers", name, where)
     if (path / RUN_LABELS).is_file():
         from biotrove_cli.core.taxonomy.labelbank import LabelBank
 
         rep.add("labels", "species", len(LabelBank.load(path / RUN_LABELS)))
     rep.document = {"run": info, "config": cfg, "checkpoints": [p.name for p in ckpts]}
     return rep
+
+
+def _trackers(trackers: dict[str, Any]) -> list[tuple[str, str]]:
+    """Where each experiment tracker of the run wrote (run.json's ``trackers``)."""
+    rows = []
+    for name, info in trackers.items():
+        if not isinstance(info, dict):
+            continue
+        if name == "mlflow":
+            where = (
+                f"{info.get('uri')} (experiment {info.get('experiment')}, run {info.get('run_id')})"
+            )
+        elif name == "wandb":
+            where = (
+                f"{info.get('url') or info.get('dir')} ({info.get('mode')}, run {info.get('id')})"
+            )
+        else:
+            where = str(info.get("dir"))
+        rows.append((name, where))
+    return rows

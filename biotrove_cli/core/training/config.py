@@ -11,6 +11,7 @@ from typing import Literal
 
 from biotrove_cli.core.config import cfg_field
 from biotrove_cli.core.taxonomy.captions import TEXT_TYPES
+from biotrove_cli.core.training.trackers import TRACKERS
 
 Precision = Literal["auto", "fp32", "amp", "amp_bf16", "bf16", "pure_bf16"]
 TEXT_TYPE_CHOICES = (*TEXT_TYPES, "random", "random-per-sample")
@@ -81,10 +82,27 @@ class OptimConfig:
 
 
 @dataclass
+class TrackingConfig:
+    report_to: list[str] = cfg_field(
+        [], "experiment trackers besides metrics.jsonl: any of tensorboard, wandb, mlflow"
+    )
+    project: str = cfg_field("biotrove", "the wandb project and the MLflow experiment")
+    group: str = cfg_field("", "wandb group / MLflow tag of related runs (a tune search: its name)")
+    mlflow_uri: str = cfg_field(
+        "",
+        "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else a file store in the run "
+        "folder's mlruns/)",
+    )
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = cfg_field(help="the model", default_factory=ModelConfig)
     data: DataConfig = cfg_field(help="the data", default_factory=DataConfig)
     optim: OptimConfig = cfg_field(help="the optimizer and schedule", default_factory=OptimConfig)
+    tracking: TrackingConfig = cfg_field(
+        help="experiment trackers (--report-to)", default_factory=TrackingConfig
+    )
     epochs: int = cfg_field(1, "training epochs")
     max_steps: int | None = cfg_field(
         None, "train exactly this many optimizer steps (overrides epochs; the schedule spans them)"
@@ -146,6 +164,12 @@ class TrainConfig:
             problems.append(f"data.num_samples: must be at least 1, got {self.data.num_samples}")
         if self.optim.grad_clip is not None and self.optim.grad_clip <= 0:
             problems.append(f"optim.grad_clip: must be positive, got {self.optim.grad_clip}")
+        unknown = [t for t in self.tracking.report_to if t not in TRACKERS]
+        if unknown:
+            problems.append(
+                f"tracking.report_to: unknown tracker {', '.join(map(repr, unknown))} "
+                f"(use any of {', '.join(TRACKERS)})"
+            )
         return problems
 
 

@@ -37,10 +37,12 @@ def launch_training(
     from biotrove_cli.core.distributed.launch import launch
     from biotrove_cli.core.runtime import resolve_device
     from biotrove_cli.core.training.run import summarize, write_launch_config
+    from biotrove_cli.core.training.trackers import check_available
 
     launch_cfg.validate()
     # a device this machine lacks is a usage error here, once, before any worker starts
     resolve_device(cfg.device, option="device")
+    check_available(list(cfg.tracking.report_to))  # before any process starts
     run_dir = Path(cfg.run_dir)
     config_path = write_launch_config(run_dir, cfg)
     if launch_cfg.single_process:

@@ -8,12 +8,13 @@ runs/NAME/
   labels.parquet    the label bank of the training data
   metrics.jsonl     one JSON object per logged step / evaluation
   checkpoints/      step-00000100.pt ... and ``latest`` (points at a complete file)
-  tensorboard/      when tensorboard is installed
+  tensorboard/ wandb/ mlruns/   the experiment trackers of ``--report-to`` (trackers.py)
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,10 @@ from biotrove_cli.core.layout import (
     RUN_CONFIG,
     RUN_JSON,
     RUN_LABELS,
-    TENSORBOARD_DIR,
 )
+from biotrove_cli.core.training.trackers import tracker_metrics
+
+log = logging.getLogger("biotrove")
 
 
 def now_iso() -> str:
@@ -107,36 +110,29 @@ def start_run_folder(
 
 
 class MetricsLog:
-    """metrics.jsonl (one JSON object a line, flushed) and TensorBoard scalars when installed."""
+    """metrics.jsonl (one JSON object a line, flushed), and the same records to the run's
+    experiment trackers (:mod:`biotrove_cli.core.training.trackers`)."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, trackers: list[Any] | None = None):
         self._fh = open(run_dir / METRICS, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        self._tb = _tensorboard(run_dir)
+        self.trackers = list(trackers or [])
+        self.status = "stopped"  # what the trackers are told at close unless the run says
 
     def write(self, record: dict[str, Any]) -> None:
         self._fh.write(json.dumps(record) + "\n")
         self._fh.flush()
-        if self._tb is not None:
-            kind, step = record.get("kind", "train"), record.get("step", 0)
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and k not in ("step", "epoch"):
-                    self._tb.add_scalar(f"{kind}/{k}", v, step)
+        if self.trackers:
+            metrics = tracker_metrics(record)
+            for tracker in self.trackers:
+                tracker.log(metrics, int(record.get("step", 0)))
 
     def close(self) -> None:
         self._fh.close()
-        if self._tb is not None:
-            self._tb.close()
-
-
-def _tensorboard(run_dir: Path) -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    try:
-        return SummaryWriter(log_dir=str(run_dir / TENSORBOARD_DIR))
-    except Exception:  # tensorboard present but broken: metrics.jsonl still has everything
-        return None
+        for tracker in self.trackers:
+            try:
+                tracker.close(self.status)
+            except Exception as exc:  # a tracker failing at the end must not hide the run's end
+                log.warning("%s did not close cleanly: %s", tracker.name, exc)
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:

@@ -3,8 +3,10 @@
 Run directly for one process, by torchrun workers (``biotrove_cli.cli.workers``), or inside a
 process group someone else set up (Ray Train's workers): that group is used and left up at the
 end, while the one torchrun describes is joined and destroyed here. Only rank 0 writes files and
-reports; every rank takes the same decisions (skip a step, stop, save) by reducing flags across
-the process group, so no rank is left waiting in a collective.
+reports (progress, metrics.jsonl, the experiment trackers; a callback may ask to be called on
+every rank, as Ray Train's report must be); every rank takes the same decisions (skip a step,
+stop, save) by reducing flags across the process group, so no rank is left waiting in a
+collective.
 
 Reliability:
 * checkpoints every ``save_every`` steps and at epoch ends, atomically, keeping the last K; they
@@ -34,14 +36,15 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any
 
 from biotrove_cli.core import config as configlib
 from biotrove_cli.core.distributed.env import any_rank, barrier, dist_env, process_group
-from biotrove_cli.core.errors import PreemptedError, TrainingError
+from biotrove_cli.core.errors import BiotroveError, PreemptedError, TrainingError
+from biotrove_cli.core.layout import CHECKPOINT_DIR, checkpoint_name
 from biotrove_cli.core.runtime import (
     device_type,
     is_cuda,
@@ -51,7 +54,7 @@ from biotrove_cli.core.runtime import (
 )
 from biotrove_cli.core.training import run as runlib
 from biotrove_cli.core.training.config import TrainConfig
-from biotrove_cli.core.training.hooks import Callbacks, TrainResult, Validator
+from biotrove_cli.core.training.hooks import CallbackList, Callbacks, TrainResult, Validator
 from biotrove_cli.core.training.model import (
     autocast_for,
     build_training_model,
@@ -83,7 +86,7 @@ class Trainer:
         *,
         resume: str | None = None,
         allow_config_change: bool = False,
-        callbacks: Callbacks | None = None,
+        callbacks: Callbacks | Sequence[Callbacks] | None = None,
         validator_factory: Callable[..., Validator | None] | None = None,
         device: str | None = None,
         threads: int | None = None,
@@ -93,7 +96,8 @@ class Trainer:
             cfg: the resolved training config.
             resume: ``latest``, ``auto`` (latest if any) or a checkpoint path.
             allow_config_change: resume even when the schedule changed.
-            callbacks: progress hooks, called on rank 0 only.
+            callbacks: progress hooks, called on rank 0 (and on every rank for those that
+                set ``every_rank``).
             validator_factory: ``(cfg, device) -> validate(model, step)`` for ``data.val``.
             device: this process's device, when the caller assigns it (a Ray Train worker's
                 ``ray.train.torch.get_device()``); default ``cfg.device`` and the local rank.
@@ -103,7 +107,7 @@ class Trainer:
         self.cfg = cfg
         self.resume_spec = resume
         self.allow_config_change = allow_config_change
-        self.callbacks = callbacks or Callbacks()
+        self.callbacks = CallbackList(callbacks)
         self.validator_factory = validator_factory
         self._device = device
         self._threads = threads
@@ -114,6 +118,7 @@ class Trainer:
         self._cleanup = ExitStack()  # what close() undoes, in reverse order of setup
         self.metrics_log: runlib.MetricsLog | None = None
         self.validator: Validator | None = None
+        self.validating = False  # data.val is scored (by rank 0) at every validation point
         self.checkpoint_path: Path | None = None
         # the position in the run (what a checkpoint saves), and the result so far
         self.global_step = self.epoch = self.batch_in_epoch = 0
@@ -148,8 +153,7 @@ class Trainer:
         )
         self.env = self._cleanup.enter_context(process_group(device_type(self.device)))
         self.is_main = self.env.is_main
-        if not self.is_main:
-            self.callbacks = Callbacks()  # progress is reported by rank 0 only
+        self.callbacks = self.callbacks.for_rank(self.is_main)
         if is_cuda(self.device):
             torch.cuda.set_device(self.device)
         else:
@@ -175,7 +179,8 @@ class Trainer:
 
     def setup_validation(self) -> None:
         """The periodic zero-shot evaluation (rank 0): its data is checked before training."""
-        if self.validator_factory and self.cfg.data.val and self.is_main:
+        self.validating = bool(self.validator_factory and self.cfg.data.val)
+        if self.validating and self.is_main:
             self.validator = self.validator_factory(self.cfg, self.device)
 
     def setup_model(self) -> None:
@@ -246,21 +251,37 @@ class Trainer:
         self.autocast = autocast_for(self.precision, self.device)
 
     def setup_run_folder(self) -> None:
-        """Rank 0 writes config, label bank and run.json and opens the metrics log."""
+        """Rank 0 writes config, label bank and run.json and opens the metrics log and the
+        experiment trackers; when that fails, every rank stops."""
+        error: BiotroveError | None = None
         if self.is_main:
-            runlib.start_run_folder(
-                self.run_dir,
-                self.cfg,
-                self.bank,
-                world_size=self.env.world_size,
-                device=self.device,
-                precision=self.precision,
-                resumed_from=self.result.resumed_from,
-            )
-        barrier()
-        if self.is_main:
-            self.metrics_log = self._cleanup.enter_context(closing(runlib.MetricsLog(self.run_dir)))
+            try:
+                runlib.start_run_folder(
+                    self.run_dir,
+                    self.cfg,
+                    self.bank,
+                    world_size=self.env.world_size,
+                    device=self.device,
+                    precision=self.precision,
+                    resumed_from=self.result.resumed_from,
+                )
+                self._open_metrics_log()
+            except BiotroveError as exc:
+                error = exc
+        if any_rank(error is not None, self.device):
+            raise error or TrainingError("rank 0 could not set up the run folder (see its error)")
         self.callbacks.on_start(self._start_info())
+
+    def _open_metrics_log(self) -> None:
+        """metrics.jsonl and the trackers of ``--report-to`` (continued when resuming)."""
+        from biotrove_cli.core.training.trackers import open_trackers
+
+        previous = runlib.read_run_json(self.run_dir).get("trackers") or {}
+        trackers = open_trackers(self.run_dir, self.cfg, previous)
+        metrics_log = runlib.MetricsLog(self.run_dir, trackers)
+        self.metrics_log = self._cleanup.enter_context(closing(metrics_log))
+        if trackers:
+            runlib.write_run_json(self.run_dir, trackers={t.name: t.info for t in trackers})
 
     def _start_info(self) -> dict[str, Any]:
         world, cfg = self.env.world_size, self.cfg
@@ -293,9 +314,9 @@ class Trainer:
                 if self.batch_in_epoch >= self.plan.batches_per_epoch:
                     self.epoch, self.batch_in_epoch = self.epoch + 1, 0
                 self.save_checkpoint()
-                # val_every=0: evaluate at every epoch end; otherwise every val_every steps,
-                # and once more at the end when the last step was not one of those
-                if not self.cfg.val_every or (done and self.global_step % self.cfg.val_every):
+                # val_every=0: evaluate at every epoch end; otherwise every val_every steps
+                # (after that step's checkpoint), and at the end after the last checkpoint
+                if not self.cfg.val_every or done:
                     self.validate()
             return self._finish()
         except PreemptedError:
@@ -428,10 +449,12 @@ class Trainer:
             self.result.first_loss = loss
         self.result.last_loss = loss
         totals = all_ranks(self.data_tally, self.device) if self._log_due() else None
-        if self.is_main:
-            self._report_step(loss, text_type, totals)
+        self._report_step(loss, text_type, totals)
         step, cfg = self.global_step, self.cfg
-        if cfg.save_every and step % cfg.save_every == 0 and step < self.total_steps:
+        # the last step's checkpoint and evaluation come from run(), in that order
+        if step >= self.total_steps:
+            return
+        if cfg.save_every and step % cfg.save_every == 0:
             self.save_checkpoint()
         if cfg.val_every and step % cfg.val_every == 0:
             self.validate()
@@ -442,7 +465,7 @@ class Trainer:
     def _report_step(
         self, loss: float, text_type: str | None, data_totals: dict[str, int] | None = None
     ) -> None:
-        """Rank 0: the step to the callbacks; every ``log_every`` steps, to metrics.jsonl."""
+        """The step to the callbacks; every ``log_every`` steps, to metrics.jsonl (rank 0)."""
         import torch
 
         now = time.time()
@@ -502,22 +525,26 @@ class Trainer:
                 },
                 keep_last=self.cfg.keep_last,
             )
-            self.callbacks.on_checkpoint(self.result.last_checkpoint)
         barrier()
+        path = self.run_dir / CHECKPOINT_DIR / checkpoint_name(self.global_step)
+        self.callbacks.on_checkpoint(self.result.last_checkpoint or path)
 
     def validate(self) -> None:
-        """Rank 0 scores the live model on ``data.val`` and logs it; every rank waits."""
+        """Rank 0 scores the live model on ``data.val`` and logs it; every rank waits, then
+        calls the callbacks (off rank 0 with the record's step and epoch only)."""
+        if not self.validating:
+            return
+        record: dict[str, Any] = {"kind": "eval", "step": self.global_step, "epoch": self.epoch}
         if self.validator is not None:
             self.model.eval()
             try:
-                result = self.validator(unwrap(self.model), self.global_step)
+                record.update(self.validator(unwrap(self.model), self.global_step))
             finally:
                 self.model.train()
-            record = {"kind": "eval", "step": self.global_step, "epoch": self.epoch, **result}
             self.result.last_eval = record
             self._log(record)
-            self.callbacks.on_eval(record)
         barrier()
+        self.callbacks.on_eval(record)
 
     def _log(self, record: dict[str, Any]) -> None:
         if self.metrics_log is not None:
@@ -526,6 +553,8 @@ class Trainer:
     def _write_status(self, status: str) -> None:
         if self.is_main:
             runlib.write_run_json(self.run_dir, status=status, steps=self.global_step)
+            if self.metrics_log is not None:
+                self.metrics_log.status = status
 
     def _finish(self) -> TrainResult:
         result = self.result
@@ -535,7 +564,9 @@ class Trainer:
             runlib.write_run_json(
                 self.run_dir, status="finished", finished=runlib.now_iso(), steps=self.global_step
             )
-            self.callbacks.on_end(result)
+            if self.metrics_log is not None:
+                self.metrics_log.status = "finished"
+        self.callbacks.on_end(result)
         return result
 
     def close(self) -> None:

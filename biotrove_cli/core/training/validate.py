@@ -86,6 +86,9 @@ def make_validator(cfg: Any, device: str) -> Callable[[Any, int], dict[str, Any]
         )
         tally = score_model(live, dataset, ecfg, label=f"step {step}")
         out: dict[str, Any] = {"val_images": tally.n_seen}
+        if tally.species_nll_n:
+            # the zero-shot species cross-entropy: a loss that falls smoothly as training works
+            out["loss"] = tally.species_nll / tally.species_nll_n
         for rank in ecfg.ranks:
             m = tally.tallies[(Mode.ROLLUP, rank)].metrics()
             out[f"top1_{rank.value}"] = m["top1"]
