@@ -183,13 +183,13 @@ def tune_cmd(
         ),
     ] = 0.0,
     storage_path: Annotated[
-        Path,
+        str,
         typer.Option(
             "--storage-path",
             help="Where searches go (shared by every node of a multi-node cluster).",
             rich_help_panel=TRIALS,
         ),
-    ] = Path("runs/tune"),
+    ] = "runs/tune",
     name: Annotated[
         str | None,
         typer.Option(
@@ -228,10 +228,11 @@ def tune_cmd(
     require_ray()
     if grace_steps is not None and grace_epochs is not None:
         raise UsageError("--grace-steps and --grace-epochs exclude each other")
+    storage = _storage(storage_path)
     if resume:
         if not name:
             raise UsageError("--resume needs the search's --name", hint="see SEARCH/search.yaml")
-        scfg = load_search(storage_path.resolve() / name, address=address)
+        scfg = load_search(storage / name, address=address)
     else:
         scfg = _new_search(
             overrides=overrides or [],
@@ -245,7 +246,7 @@ def tune_cmd(
             space=space,
             settings={
                 "name": name,
-                "storage_path": storage_path.resolve(),
+                "storage_path": storage,
                 "num_samples": num_samples,
                 "scheduler": scheduler.value,
                 "metric": metric,
@@ -306,6 +307,22 @@ def _new_search(
     scfg = SearchConfig(base=base, space=load_space(space, base), **settings)
     scfg.check()
     return scfg
+
+
+def _storage(text: str) -> Path:
+    """``--storage-path`` as an absolute folder; a URI (s3://...) is refused: trials write
+    normal run folders there with plain file I/O."""
+    import re
+
+    from biotrove_cli.core.errors import UsageError
+
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text):
+        raise UsageError(
+            f"--storage-path {text}: a file system path is needed (trials write normal run "
+            "folders there)",
+            hint="on several machines, a folder on a file system they all share (NFS, Lustre)",
+        )
+    return Path(text).expanduser().resolve()
 
 
 def _absolute(spec: str | None) -> str | None:

@@ -205,10 +205,7 @@ class MlflowTracker(Tracker):
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         try:
             self._client = MlflowClient(uri)
-            exp = self._client.get_experiment_by_name(cfg.tracking.project)
-            exp_id = (
-                exp.experiment_id if exp else self._client.create_experiment(cfg.tracking.project)
-            )
+            exp_id = self._experiment(cfg.tracking.project)
             if previous.get("run_id"):
                 run_id = previous["run_id"]
                 self._client.update_run(run_id, status="RUNNING")
@@ -230,6 +227,18 @@ class MlflowTracker(Tracker):
             ) from exc
         self._run_id = run_id
         self.info = {"uri": uri, "experiment": cfg.tracking.project, "run_id": run_id}
+
+    def _experiment(self, name: str) -> str:
+        """The experiment's id, created if new (trials of a search may race to create it)."""
+        exp = self._client.get_experiment_by_name(name)
+        if exp is None:
+            try:
+                return self._client.create_experiment(name)
+            except Exception:
+                exp = self._client.get_experiment_by_name(name)
+                if exp is None:
+                    raise
+        return exp.experiment_id
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric

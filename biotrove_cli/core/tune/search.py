@@ -30,7 +30,7 @@ from typing import Any
 from biotrove_cli import __version__
 from biotrove_cli.core import config as configlib
 from biotrove_cli.core.errors import BiotroveError, UsageError
-from biotrove_cli.core.layout import SEARCH_CONFIG, is_search_dir
+from biotrove_cli.core.layout import MLFLOW_DIR, SEARCH_CONFIG, is_search_dir
 from biotrove_cli.core.taxonomy.rank import RANKS
 from biotrove_cli.core.tune.space import SearchSpace, parse_space
 
@@ -107,11 +107,6 @@ class SearchConfig:
             )
         if not self.base.data.val and self.metric != "train/loss":
             problems.append("--val-data is needed: trials report at each validation")
-        if "://" in str(self.storage_path):
-            problems.append(
-                f"--storage-path {self.storage_path}: a file system path is needed (trials "
-                "write normal run folders there); several machines need a shared one (NFS)"
-            )
         if self.base.device.startswith("cuda") and not self.gpus_per_worker:
             problems.append("device=cuda: give the workers GPUs with --gpus-per-worker")
         steps = self.max_steps or self.base.max_steps
@@ -138,7 +133,12 @@ class SearchConfig:
             cfg["max_steps"] = self.max_t
             cfg["val_every"] = cfg["val_every"] or self.grace
             cfg["save_every"] = cfg["val_every"]
-        cfg["tracking"]["group"] = cfg["tracking"]["group"] or self.name
+        tracking = cfg["tracking"]
+        tracking["group"] = tracking["group"] or self.name
+        if "mlflow" in tracking["report_to"] and not tracking["mlflow_uri"]:
+            # one MLflow store for the whole search: its trials side by side in one experiment
+            default = (self.search_dir / MLFLOW_DIR).as_uri()
+            tracking["mlflow_uri"] = os.environ.get("MLFLOW_TRACKING_URI") or default
         return cfg
 
     def settings(self) -> dict[str, Any]:
