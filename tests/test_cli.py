@@ -16,8 +16,8 @@ import pytest
 from tests.conftest import REPO, run_subprocess
 
 COMMANDS = [
-    "shard", "train", "eval", "classify", "embed", "export", "models", "demo", "presets", "info",
-    "completion",
+    "shard", "train", "tune", "eval", "classify", "embed", "export", "models", "demo", "presets",
+    "info", "completion",
 ]  # fmt: skip
 
 

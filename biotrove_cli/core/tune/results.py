@@ -8,6 +8,7 @@ another's at the end.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,19 @@ from biotrove_cli.core.layout import SEARCH_BEST, SEARCH_RUNS
 _DONE = ("finished", "stopped")
 
 
-def collect(scfg: Any) -> Any:
+@dataclass
+class SearchResult:
+    search_dir: Path
+    records: list[dict[str, Any]]
+    best: dict[str, Any] | None
+    best_path: Path | None
+    interrupted: bool  # some trials had not ended (Ctrl-C): --resume continues them
+    metric: str = ""
+
+
+def collect(scfg: Any) -> SearchResult:
     """The SearchResult of the search in ``scfg.search_dir`` (from Tune's saved state)."""
     from ray.tune import ExperimentAnalysis
-
-    from biotrove_cli.core.tune.search import SearchResult
 
     analysis = ExperimentAnalysis(str(scfg.search_dir))
     records = [trial_record(scfg, trial) for trial in analysis.trials]

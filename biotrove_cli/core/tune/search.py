@@ -55,6 +55,8 @@ class RayMissingError(BiotroveError):
 
 def require_ray() -> None:
     """Raises RayMissingError (with the install hint) when Ray Tune or Train is missing."""
+    # Ray Train's current API (the default since Ray 2.5x): TuneReportCallback needs it
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     try:
         import ray.train  # noqa: F401
         import ray.tune  # noqa: F401
@@ -204,18 +206,9 @@ def load_search(search_dir: Path, address: str | None = None) -> SearchConfig:
     return scfg
 
 
-@dataclass
-class SearchResult:
-    search_dir: Path
-    records: list[dict[str, Any]]
-    best: dict[str, Any] | None
-    best_path: Path | None
-    interrupted: bool
-    metric: str = ""
-
-
-def run_search(scfg: SearchConfig, events: Any = None, verbose: bool = False) -> SearchResult:
+def run_search(scfg: SearchConfig, events: Any = None, verbose: bool = False) -> Any:
     """Run (or continue) a search; ``events`` gets the trials' progress (a SearchEvents).
+    Returns its :class:`~biotrove_cli.core.tune.results.SearchResult`.
 
     Raises:
         RayMissingError / UsageError / InputError / OutputExistsError: before Ray starts.
@@ -281,7 +274,9 @@ def _start_ray(scfg: SearchConfig, verbose: bool) -> None:
     with _sigint_ignored():
         try:
             if scfg.address:
-                ray.init(address=scfg.address, **options)
+                # the joined cluster's processes do not have this process's environment
+                env = {"env_vars": {"RAY_TRAIN_V2_ENABLED": "1"}}
+                ray.init(address=scfg.address, runtime_env=env, **options)
             else:
                 ray.init(**options)
         except (ConnectionError, RuntimeError, ValueError) as exc:
