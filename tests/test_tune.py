@@ -130,6 +130,9 @@ def test_asha_search_stops_weak_trials_and_writes_best_yaml(tmp_path, train_shar
     evals = [json.loads(x) for x in (best_run / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in evals if m["kind"] == "eval"] == [2, 4]
 
+    exported = run_subprocess("export", best_run, "--out", tmp_path / "bundle")
+    assert exported.returncode == 0, exported.stderr
+
     # the best trial, and its config as a train config that runs unchanged
     best = min(finished, key=lambda r: float(r["val/loss"]))
     assert rows[0]["trial"] == best["trial"]
@@ -141,6 +144,12 @@ def test_asha_search_stops_weak_trials_and_writes_best_yaml(tmp_path, train_shar
     data = configlib.load_yaml(best_yaml)
     assert data["optim"]["lr"] == float(best["optim.lr"]) and data["run_dir"] == ""
     assert data["data"]["train"] == str(train_shards) and data["max_steps"] is None
+    searched = json.loads(run_subprocess("info", storage / "asha", "--format", "json").stdout)
+    described = {(r["section"], r["key"]): r["value"] for r in searched["records"]}
+    assert described[("search", "metric")] == "val/loss"
+    assert described[("best", "config")] == str(best_yaml)
+    assert {k for s, k in described if s == "trials"} == {r["trial"] for r in rows}
+
     trained = run_subprocess(
         "train", "--config", best_yaml, "--steps", "5", "--run-dir", tmp_path / "final",
         "--format", "json", cwd=tmp_path,
@@ -279,6 +288,18 @@ def test_without_ray_a_clear_error_and_hint(cli, tmp_path, monkeypatch):
     assert code == 1 and out == ""
     assert "Error: biotrove tune needs Ray Tune and Ray Train, which are not installed" in err
     assert 'Hint: pip install "biotrove[tune]"' in err and "Traceback" not in err
+
+
+def test_a_node_that_does_not_see_the_search_folder_says_so(tmp_path):
+    from biotrove_cli.core.errors import TrainingError
+    from biotrove_cli.core.tune.trial import check_shared
+
+    with pytest.raises(TrainingError) as err:
+        check_shared(tmp_path / "not-mounted-here")
+    assert "needs --storage-path on a file system every node shares" in err.value.message
+    assert "same path on every node" in err.value.hint
+    (tmp_path / "search.yaml").write_text("name: s\n")
+    check_shared(tmp_path)
 
 
 def test_resume_needs_an_existing_search(cli, tmp_path):

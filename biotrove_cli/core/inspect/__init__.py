@@ -1,5 +1,5 @@
-"""``biotrove info``: describe what is at a path (shard folder, run, checkpoint, bundle, metadata
-table, photo folder), one describer per kind of thing."""
+"""``biotrove info``: describe what is at a path (shard folder, run, search, checkpoint, bundle,
+metadata table, photo folder), one describer per kind of thing."""
 
 from __future__ import annotations
 
@@ -36,6 +36,10 @@ def describe(path: str | Path) -> Report:
             from biotrove_cli.core.inspect.run import describe_run
 
             return describe_run(path)
+        if layout.is_search_dir(path):
+            from biotrove_cli.core.inspect.search import describe_search
+
+            return describe_search(path)
         if layout.is_split_dir(path):
             from biotrove_cli.core.inspect.dataset import describe_shard_folder
 

@@ -129,7 +129,9 @@ class TensorBoardTracker(Tracker):
         from torch.utils.tensorboard import SummaryWriter
 
         where = run_dir.resolve() / TENSORBOARD_DIR
-        self._writer = SummaryWriter(log_dir=str(where))
+        # a resumed run drops the events logged after its checkpoint (they are logged again)
+        start = previous.get("start_step") or None
+        self._writer = SummaryWriter(log_dir=str(where), purge_step=start)
         self.info = {"dir": str(where)}
 
     def log(self, metrics: dict[str, float], step: int) -> None:
@@ -259,16 +261,19 @@ _CLASSES: dict[str, type] = {
 }
 
 
-def open_trackers(run_dir: Path, cfg: Any, previous: dict[str, Any]) -> list[Tracker]:
+def open_trackers(
+    run_dir: Path, cfg: Any, previous: dict[str, Any], start_step: int = 0
+) -> list[Tracker]:
     """Open the trackers of ``cfg.tracking.report_to`` for rank 0 of a run; ``previous`` is
-    run.json's ``trackers`` (a resumed run continues the same wandb and MLflow runs). On an
-    error, those already open are closed."""
+    run.json's ``trackers`` (a resumed run, from ``start_step``, continues the same wandb and
+    MLflow runs). On an error, those already open are closed."""
     names = parse_report_to(list(cfg.tracking.report_to))
     check_available(names)
     opened: list[Tracker] = []
     try:
         for name in names:
-            opened.append(_CLASSES[name](run_dir, cfg, dict(previous.get(name) or {})))
+            state = {**(previous.get(name) or {}), "start_step": start_step}
+            opened.append(_CLASSES[name](run_dir, cfg, state))
     except BaseException:
         for tracker in opened:
             tracker.close("failed")

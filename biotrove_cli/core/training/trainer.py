@@ -277,7 +277,7 @@ class Trainer:
         from biotrove_cli.core.training.trackers import open_trackers
 
         previous = runlib.read_run_json(self.run_dir).get("trackers") or {}
-        trackers = open_trackers(self.run_dir, self.cfg, previous)
+        trackers = open_trackers(self.run_dir, self.cfg, previous, start_step=self.global_step)
         metrics_log = runlib.MetricsLog(self.run_dir, trackers)
         self.metrics_log = self._cleanup.enter_context(closing(metrics_log))
         if trackers:

@@ -107,7 +107,7 @@ class SearchConfig:
                 f"--metric {self.metric}: not a reported metric (use val/loss, train/loss, "
                 "val/RANK_top1 or val/RANK_top5, e.g. val/species_top1)"
             )
-        if not self.base.data.val and self.metric != "train/loss":
+        if not self.base.data.val:
             problems.append("--val-data is needed: trials report at each validation")
         if self.base.device.startswith("cuda") and not self.gpus_per_worker:
             problems.append("device=cuda: give the workers GPUs with --gpus-per-worker")

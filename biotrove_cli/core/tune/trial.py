@@ -143,20 +143,26 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     check_shared(Path(loop_config["search_dir"]))
     cfg = build_config(loop_config["config"])
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    report = TuneReport()
     train(
         cfg,
         resume="auto",  # a restarted trial continues its run folder
-        callbacks=[TuneReport()],
+        callbacks=[report],
         validator_factory=make_validator,
         device=str(ray.train.torch.get_device()),
         threads=training_threads(1, cfg.data.workers, cores=max(1, int(cpus))),
     )
+    report.finish()
 
 
 class TuneReport(Callbacks):
     """``ray.train.report`` at every validation, on every rank (Ray's rule); rank 0's report
     has the metrics and a checkpoint: a small folder naming the run folder's checkpoint of
-    that step (the state itself stays in the run folder, which is on shared storage)."""
+    that step (the state itself stays in the run folder, which is on shared storage).
+
+    The last report waits for :meth:`finish`, called once the Trainer has closed: Tune ends a
+    trial as soon as it has its last result, and the run folder and trackers must be complete
+    by then."""
 
     every_rank = True
 
@@ -164,13 +170,16 @@ class TuneReport(Callbacks):
         self.train_loss: float | None = None
         self.checkpoint: Path | None = None
         self.run_dir = ""
+        self.total_steps = 0
         self.reports = 0
+        self.pending: dict[str, Any] | None = None
         self._placement_group: str | None = None
 
     def on_start(self, info: dict[str, Any]) -> None:
         import ray
 
         self.run_dir = info["run_dir"]
+        self.total_steps = int(info["total_steps"])
         self._placement_group = ray.get_runtime_context().get_placement_group_id()
 
     def on_step(self, metrics: dict[str, Any]) -> None:
@@ -180,6 +189,18 @@ class TuneReport(Callbacks):
         self.checkpoint = Path(path)
 
     def on_eval(self, record: dict[str, Any]) -> None:
+        if record["step"] >= self.total_steps:
+            self.pending = record
+        else:
+            self._report(record)
+
+    def finish(self) -> None:
+        """Send the last report (the run has ended and its Trainer closed)."""
+        if self.pending is not None:
+            self._report(self.pending)
+            self.pending = None
+
+    def _report(self, record: dict[str, Any]) -> None:
         import ray.train
 
         self.reports += 1
@@ -202,7 +223,7 @@ class TuneReport(Callbacks):
     def on_end(self, result: Any) -> None:
         """A trial restarted after its run had ended (the search was stopped before Tune saw
         its last reports) reports that run's last evaluation once, so Tune sees its end."""
-        if self.reports:
+        if self.reports or self.pending is not None:
             return
         from biotrove_cli.core.training.run import read_metrics
 
@@ -210,12 +231,17 @@ class TuneReport(Callbacks):
         last = evals[-1] if evals else {}
         if last.get("step") != result.steps:
             last = {"kind": "eval"}  # no evaluation of the last step: report its position
-        self.on_eval({**last, "step": result.steps, "epoch": result.epochs_done})
+        self.pending = {**last, "step": result.steps, "epoch": result.epochs_done}
 
 
 def mark_stopped(run_dir: Path, reason: str) -> None:
-    """A trial the scheduler stopped: its run.json says so (it cannot, killed mid-step)."""
+    """A trial the scheduler stopped: its run.json says so, with the steps of its latest
+    checkpoint (the trial cannot: it was ended mid-step)."""
+    from biotrove_cli.core.layout import checkpoint_step
+    from biotrove_cli.core.models.checkpoint import resolve_latest
     from biotrove_cli.core.training.run import read_run_json, write_run_json
 
     if (run_dir / RUN_JSON).is_file() and read_run_json(run_dir).get("status") == "running":
-        write_run_json(run_dir, status="stopped", stopped_by=reason)
+        latest = resolve_latest(run_dir)
+        steps = checkpoint_step(latest.name) if latest else 0
+        write_run_json(run_dir, status="stopped", stopped_by=reason, steps=steps)
