@@ -384,3 +384,14 @@ def test_hooks_run_on_every_rank_when_they_ask(tmp_path, train_shards):
     assert every0 == only0 == expected  # the last step: its checkpoint, then its evaluation
     assert every1 == [[*c[:2], False] if c[0] == "eval" else c for c in expected]
     assert only1 == []
+
+
+def test_local_shard_paths_become_absolute_and_urls_stay(tmp_path, monkeypatch):
+    from biotrove_cli.cli.tune import _absolute
+
+    monkeypatch.chdir(tmp_path)
+    spec = "shards/train/shard-{000000..000003}.tar::s3://bucket/x.tar::pipe:cat a.tar"
+    assert _absolute(spec) == (
+        f"{tmp_path}/shards/train/shard-{{000000..000003}}.tar::s3://bucket/x.tar::pipe:cat a.tar"
+    )
+    assert _absolute(None) is None

@@ -326,13 +326,16 @@ def _storage(text: str) -> Path:
 
 
 def _absolute(spec: str | None) -> str | None:
-    """Shard paths as absolute paths: Ray's workers run in other folders (brace patterns and
-    ``::`` lists keep their form)."""
+    """Local shard paths as absolute paths: Ray's workers run in other folders (brace patterns,
+    ``::`` lists, URLs and ``pipe:`` commands keep their form)."""
     import os
+
+    from biotrove_cli.core.data.urls import is_remote, split_list
 
     if not spec:
         return spec
-    return "::".join(os.path.abspath(os.path.expanduser(p)) for p in spec.split("::"))
+    parts = split_list(spec)
+    return "::".join(p if is_remote(p) else os.path.abspath(os.path.expanduser(p)) for p in parts)
 
 
 def _finish(result: Any, scfg: Any) -> None:
