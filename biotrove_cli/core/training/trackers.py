@@ -130,8 +130,8 @@ class TensorBoardTracker(Tracker):
 
         where = run_dir.resolve() / TENSORBOARD_DIR
         # a resumed run drops the events logged after its checkpoint (they are logged again)
-        start = previous.get("start_step") or None
-        self._writer = SummaryWriter(log_dir=str(where), purge_step=start)
+        start = previous.get("start_step") or 0
+        self._writer = SummaryWriter(log_dir=str(where), purge_step=start + 1 if start else None)
         self.info = {"dir": str(where)}
 
     def log(self, metrics: dict[str, float], step: int) -> None:
