@@ -7,7 +7,7 @@ _biotrove() {
     cmd=""
     for ((i=1; i<COMP_CWORD; i++)); do
         case "${COMP_WORDS[i]}" in
-            classify|completion|demo|eval|export|info|presets|shard|train|tune) cmd="${COMP_WORDS[i]}"; break;;
+            classify|completion|demo|embed|eval|export|info|models|presets|shard|train|tune) cmd="${COMP_WORDS[i]}"; break;;
         esac
     done
     case "$cmd:$prev" in
@@ -27,6 +27,7 @@ _biotrove() {
         classify:--workers) COMPREPLY=($(compgen -f -- "$cur")); return;;
         classify:--format) COMPREPLY=($(compgen -W "auto table csv json jsonl parquet" -- "$cur")); return;;
         classify:--output|classify:-o) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        classify:--summary) COMPREPLY=($(compgen -f -- "$cur")); return;;
         completion:--write) COMPREPLY=($(compgen -f -- "$cur")); return;;
         demo:--out) COMPREPLY=($(compgen -f -- "$cur")); return;;
         demo:--species) COMPREPLY=($(compgen -f -- "$cur")); return;;
@@ -34,6 +35,18 @@ _biotrove() {
         demo:--steps) COMPREPLY=($(compgen -f -- "$cur")); return;;
         demo:--nproc-per-node) COMPREPLY=($(compgen -f -- "$cur")); return;;
         demo:--seed) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        embed:--model|embed:-m) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        embed:--labels) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        embed:--text-type) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        embed:--templates) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        embed:--arch) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        embed:--batch-size) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        embed:--device) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        embed:--precision) COMPREPLY=($(compgen -W "auto fp32 bf16" -- "$cur")); return;;
+        embed:--workers) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        embed:--format) COMPREPLY=($(compgen -W "auto parquet npy jsonl json" -- "$cur")); return;;
+        embed:--output|embed:-o) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        embed:--summary) COMPREPLY=($(compgen -f -- "$cur")); return;;
         eval:--model|eval:-m) COMPREPLY=($(compgen -f -- "$cur")); return;;
         eval:--data) COMPREPLY=($(compgen -f -- "$cur")); return;;
         eval:--images) COMPREPLY=($(compgen -f -- "$cur")); return;;
@@ -52,6 +65,7 @@ _biotrove() {
         eval:--nproc-per-node) COMPREPLY=($(compgen -f -- "$cur")); return;;
         eval:--format) COMPREPLY=($(compgen -W "auto table csv json jsonl parquet" -- "$cur")); return;;
         eval:--output|eval:-o) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        eval:--summary) COMPREPLY=($(compgen -f -- "$cur")); return;;
         eval:--per-class) COMPREPLY=($(compgen -f -- "$cur")); return;;
         eval:--confusion) COMPREPLY=($(compgen -f -- "$cur")); return;;
         eval:--plot) COMPREPLY=($(compgen -f -- "$cur")); return;;
@@ -65,8 +79,13 @@ _biotrove() {
         export:--device) COMPREPLY=($(compgen -f -- "$cur")); return;;
         export:--batch-size) COMPREPLY=($(compgen -f -- "$cur")); return;;
         export:--report) COMPREPLY=($(compgen -W "auto table csv json jsonl" -- "$cur")); return;;
+        export:--summary) COMPREPLY=($(compgen -f -- "$cur")); return;;
         info:--format) COMPREPLY=($(compgen -W "auto table csv json jsonl parquet" -- "$cur")); return;;
         info:--output|info:-o) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        info:--summary) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        models:--device) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        models:--format) COMPREPLY=($(compgen -W "auto table csv json jsonl parquet" -- "$cur")); return;;
+        models:--output|models:-o) COMPREPLY=($(compgen -f -- "$cur")); return;;
         presets:--format) COMPREPLY=($(compgen -W "auto table csv json jsonl parquet" -- "$cur")); return;;
         presets:--output|presets:-o) COMPREPLY=($(compgen -f -- "$cur")); return;;
         shard:--images) COMPREPLY=($(compgen -f -- "$cur")); return;;
@@ -91,6 +110,7 @@ _biotrove() {
         shard:--download-retries) COMPREPLY=($(compgen -f -- "$cur")); return;;
         shard:--format) COMPREPLY=($(compgen -W "auto table csv json jsonl parquet" -- "$cur")); return;;
         shard:--output|shard:-o) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        shard:--summary) COMPREPLY=($(compgen -f -- "$cur")); return;;
         train:--preset|train:-p) COMPREPLY=($(compgen -f -- "$cur")); return;;
         train:--data) COMPREPLY=($(compgen -f -- "$cur")); return;;
         train:--val-data) COMPREPLY=($(compgen -f -- "$cur")); return;;
@@ -138,19 +158,22 @@ _biotrove() {
         tune:--report-to) COMPREPLY=($(compgen -f -- "$cur")); return;;
         tune:--format) COMPREPLY=($(compgen -W "auto table csv json jsonl parquet" -- "$cur")); return;;
         tune:--output|tune:-o) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        tune:--summary) COMPREPLY=($(compgen -f -- "$cur")); return;;
     esac
     case "$cmd" in
-        "") COMPREPLY=($(compgen -W "classify completion demo eval export info presets shard train tune --version --quiet -q --verbose -v --help -h" -- "$cur"));;
-        classify) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--model -m --labels --within --checklist --rank -k --top-k --min-confidence --recursive -r --text-type --templates --no-cache --arch --batch-size --device --precision --workers --format --output -o --resume --strict --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+        "") COMPREPLY=($(compgen -W "classify completion demo embed eval export info models presets shard train tune --version --quiet -q --verbose -v --help -h" -- "$cur"));;
+        classify) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--model -m --labels --within --checklist --rank -k --top-k --min-confidence --recursive -r --text-type --templates --no-cache --arch --batch-size --device --precision --workers --format --output -o --summary --resume --strict --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
         completion) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--write --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
         demo) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--out --species --images-per-species --steps --nproc-per-node --seed --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
-        eval) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--model -m --data --images --split --limit --strict --ranks --mode --text-type --templates --labels --no-cache --arch --batch-size --device --precision --workers --nproc-per-node --format --output -o --per-class --confusion --plot --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
-        export) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--out --dtype --labels --arch --format --verify --no-verify --force --text-type --templates --device --batch-size --report --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
-        info) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--format --output -o --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+        embed) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--model -m --text --labels --text-type --templates --no-cache --recursive -r --arch --batch-size --device --precision --workers --format --output -o --summary --resume --strict --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+        eval) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--model -m --data --images --split --limit --strict --ranks --mode --text-type --templates --labels --no-cache --arch --batch-size --device --precision --workers --nproc-per-node --format --output -o --summary --per-class --confusion --plot --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+        export) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--out --dtype --labels --arch --format --verify --no-verify --force --text-type --templates --device --batch-size --report --summary --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+        info) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--format --output -o --summary --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+        models) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--device --format --output -o --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
         presets) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--format --output -o --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
-        shard) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--images --out --categories --min-per-species --max-per-species --val-fraction --seed --image-size --resize-mode --jpeg-quality --caption --captions --samples-per-shard --max-shard-bytes --workers --part --finalize --strict --download --download-workers --download-timeout --download-retries --format --output -o --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+        shard) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--images --out --categories --min-per-species --max-per-species --val-fraction --seed --image-size --resize-mode --jpeg-quality --caption --captions --samples-per-shard --max-shard-bytes --workers --part --finalize --strict --download --download-workers --download-timeout --download-retries --format --output -o --summary --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
         train) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--preset -p --data --val-data --run-dir --config --init --text-type --epochs --steps --batch-size --workers --precision --device --seed --compile --no-compile --nproc-per-node --nnodes --node-rank --rdzv-endpoint --rdzv-id --max-restarts --resume --allow-config-change --print-config --dry-run --strict --report-to --format --output -o --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
-        tune) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--preset -p --config --data --val-data --space --num-samples --scheduler --metric --mode --max-steps --grace-steps --grace-epochs --reduction-factor --max-concurrent --workers-per-trial --cpus-per-worker --gpus-per-worker --storage-path --name --resume --address --report-to --format --output -o --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+        tune) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--preset -p --config --data --val-data --space --num-samples --scheduler --metric --mode --max-steps --grace-steps --grace-epochs --reduction-factor --max-concurrent --workers-per-trial --cpus-per-worker --gpus-per-worker --storage-path --name --resume --address --report-to --format --output -o --summary --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     esac
 }
 complete -o filenames -F _biotrove biotrove

@@ -207,5 +207,6 @@ complete -c biotrove -n '__fish_seen_subcommand_from tune' -l address -r -F -d '
 complete -c biotrove -n '__fish_seen_subcommand_from tune' -l report-to -r -F -d 'Experiment trackers besides metrics'
 complete -c biotrove -n '__fish_seen_subcommand_from tune' -l format -x -a 'auto table csv json jsonl parquet' -d 'auto = a table on a terminal, CSV when piped or by -os suffix'
 complete -c biotrove -n '__fish_seen_subcommand_from tune' -l output -s o -r -F -d 'Write records to FILE (- = stdout)'
+complete -c biotrove -n '__fish_seen_subcommand_from tune' -l summary -r -F -d 'Also write the runs summary (counts, timings, provenance) to FILE as JSON'
 complete -c biotrove -n '__fish_seen_subcommand_from tune' -l help -s h -d 'Show help'
 complete -c biotrove -n '__fish_seen_subcommand_from tune' -F

@@ -128,7 +128,7 @@ def test_every_tracker_holds_the_training_loss(tmp_path, train_shards):
     assert [v for _, v in ml] == pytest.approx([logged[s] for s in (1, 2, 3, 4)], rel=1e-6)
 
     described = run_subprocess("info", run, "--format", "json")
-    rows = {r["key"]: r["value"] for r in json.loads(described.stdout)["records"]}
+    rows = {r["key"]: r["value"] for r in json.loads(described.stdout)}
     assert rows["tensorboard"] == info["tensorboard"]["dir"]
     assert info["wandb"]["id"] in rows["wandb"] and "offline" in rows["wandb"]
     assert info["mlflow"]["run_id"] in rows["mlflow"]

@@ -99,7 +99,7 @@ def test_asha_search_stops_weak_trials_and_writes_best_yaml(tmp_path, train_shar
     storage, mark = tmp_path / "searches", uuid.uuid4().hex
     result = run_subprocess(
         *_search(train_shards, storage, "asha", "--num-samples", "2"),
-        "--report-to", "tensorboard,mlflow",
+        "--report-to", "tensorboard,mlflow", "--summary", tmp_path / "summary.json",
         env={"BIOTROVE_TEST_MARK": mark, "MLFLOW_TRACKING_URI": ""},
         cwd=tmp_path,
     )  # fmt: skip
@@ -116,12 +116,13 @@ def test_asha_search_stops_weak_trials_and_writes_best_yaml(tmp_path, train_shar
     # every trial's run folder is a normal run folder (a stopped trial may have trained on a
     # little before Tune's decision reached it)
     run = Path(stopped[0]["run_dir"])
-    info = json.loads(run_subprocess("info", run, "--format", "json").stdout)
-    described = {r["key"]: r["value"] for r in info["records"]}
-    assert described["latest"].startswith("step-") and "val/loss" not in described
-    assert info["run"]["status"] in ("stopped", "finished")
-    if info["run"]["status"] == "stopped":
-        assert info["run"]["stopped_by"] == "stopped by the scheduler at step 2"
+    records = json.loads(run_subprocess("info", run, "--format", "json").stdout)
+    described = {r["key"]: r["value"] for r in records}
+    assert described["latest"].startswith("step-")
+    assert described["status"] in ("stopped", "finished")
+    if described["status"] == "stopped":
+        stopped_by = json.loads((run / "run.json").read_text())["stopped_by"]
+        assert stopped_by == "stopped by the scheduler at step 2"
     best_run = Path(finished[0]["run_dir"])
     summary = json.loads((best_run / "run.json").read_text())
     assert summary["status"] == "finished" and set(summary["trackers"]) == {"tensorboard", "mlflow"}
@@ -137,6 +138,9 @@ def test_asha_search_stops_weak_trials_and_writes_best_yaml(tmp_path, train_shar
     best = min(finished, key=lambda r: float(r["val/loss"]))
     assert rows[0]["trial"] == best["trial"]
     best_yaml = storage / "asha" / "best.yaml"
+    summary_doc = json.loads((tmp_path / "summary.json").read_text())
+    assert summary_doc["best"]["trial"] == best["trial"] and not summary_doc["interrupted"]
+    assert summary_doc["best_config"] == str(best_yaml)
     text = best_yaml.read_text()
     assert text.startswith(f"# the best trial ({best['trial']}) of biotrove tune search asha")
     from biotrove_cli.core import config as configlib
@@ -145,7 +149,7 @@ def test_asha_search_stops_weak_trials_and_writes_best_yaml(tmp_path, train_shar
     assert data["optim"]["lr"] == float(best["optim.lr"]) and data["run_dir"] == ""
     assert data["data"]["train"] == str(train_shards) and data["max_steps"] is None
     searched = json.loads(run_subprocess("info", storage / "asha", "--format", "json").stdout)
-    described = {(r["section"], r["key"]): r["value"] for r in searched["records"]}
+    described = {(r["section"], r["key"]): r["value"] for r in searched}
     assert described[("search", "metric")] == "val/loss"
     assert described[("best", "config")] == str(best_yaml)
     assert {k for s, k in described if s == "trials"} == {r["trial"] for r in rows}

@@ -8,7 +8,13 @@ from typing import Annotated, Any
 
 import typer
 
-from biotrove_cli.cli.options import FormatOpt, OutputOpt, ReportToOpt, report_to_list
+from biotrove_cli.cli.options import (
+    FormatOpt,
+    OutputOpt,
+    ReportToOpt,
+    SummaryOpt,
+    report_to_list,
+)
 from biotrove_cli.output.render import Format
 
 SEARCH = "Search"
@@ -218,6 +224,7 @@ def tune_cmd(
     report_to: ReportToOpt = None,
     format: FormatOpt = Format.auto,
     output: OutputOpt = None,
+    summary: SummaryOpt = None,
 ) -> None:
     """Search hyperparameters with Ray Tune: ASHA over trials of biotrove's own Trainer."""
     from biotrove_cli.core.errors import UsageError
@@ -272,7 +279,7 @@ def tune_cmd(
     result = run_search(
         scfg, TuneReporter(scfg.metric, scfg.time_attr), verbose=console.STATE.verbose > 0
     )
-    emit_trials(result, format, output)
+    emit_trials(result, format, output, summary)
     _finish(result, scfg)
 
 

@@ -63,8 +63,11 @@ def describe_plan(scfg: Any) -> None:
     console.info(f"search folder: {scfg.search_dir}")
 
 
-def emit_trials(result: Any, fmt: Format, output: str | None) -> None:
-    """The trials table: searched values, metric, length, status, run folder (best first)."""
+def emit_trials(
+    result: Any, fmt: Format, output: str | None, summary_path: Path | None = None
+) -> None:
+    """The trials table: searched values, metric, length, status, run folder (best first);
+    the search's summary (best trial, best config) to ``--summary FILE``."""
     records = result.records
     columns = list(records[0]) if records else ["trial", "status"]
     table_columns = [c for c in columns if c not in ("run_dir", "error")]
@@ -81,11 +84,12 @@ def emit_trials(result: Any, fmt: Format, output: str | None) -> None:
         title=title,
         columns=columns,
         table_columns=table_columns,
-        document={
+        summary={
             "search_dir": str(result.search_dir),
             "metric": result.metric,
             "best": best,
             "best_config": str(result.best_path) if result.best_path else None,
             "interrupted": result.interrupted,
         },
+        summary_path=summary_path,
     )
