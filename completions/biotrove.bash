@@ -51,6 +51,9 @@ _biotrove() {
         eval:--data) COMPREPLY=($(compgen -f -- "$cur")); return;;
         eval:--images) COMPREPLY=($(compgen -f -- "$cur")); return;;
         eval:--split) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        eval:--label-col) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        eval:--candidates) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        eval:--group-by) COMPREPLY=($(compgen -f -- "$cur")); return;;
         eval:--limit) COMPREPLY=($(compgen -f -- "$cur")); return;;
         eval:--ranks) COMPREPLY=($(compgen -f -- "$cur")); return;;
         eval:--mode) COMPREPLY=($(compgen -W "rollup prompt both" -- "$cur")); return;;
@@ -166,7 +169,7 @@ _biotrove() {
         completion) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--write --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
         demo) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--out --species --images-per-species --steps --nproc-per-node --seed --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
         embed) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--model -m --text --labels --text-type --templates --no-cache --recursive -r --arch --batch-size --device --precision --workers --format --output -o --summary --resume --strict --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
-        eval) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--model -m --data --images --split --limit --strict --ranks --mode --text-type --templates --labels --no-cache --arch --batch-size --device --precision --workers --nproc-per-node --format --output -o --summary --per-class --confusion --plot --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+        eval) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--model -m --data --images --split --label-col --candidates --group-by --limit --strict --ranks --mode --text-type --templates --labels --no-cache --arch --batch-size --device --precision --workers --nproc-per-node --format --output -o --summary --per-class --confusion --plot --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
         export) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--out --dtype --labels --arch --format --verify --no-verify --force --text-type --templates --device --batch-size --report --summary --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
         info) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--format --output -o --summary --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
         models) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--device --format --output -o --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;

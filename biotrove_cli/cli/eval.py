@@ -40,8 +40,9 @@ def eval_cmd(
             "--data",
             metavar="DATA",
             help="A shard folder (its --split), split folder, .tar or brace pattern (local, "
-            "http(s)://, s3://, gs:// or pipe:COMMAND); or a CSV/Parquet table with lineage and "
-            "an image path column (with --images).",
+            "http(s)://, s3://, gs:// or pipe:COMMAND); a CSV/Parquet table (BioTrove/VLHub "
+            "metadata: lineage and/or --label-col, an image path column, --images); or a folder "
+            "of class subfolders (ImageFolder).",
             rich_help_panel=DATA,
         ),
     ],
@@ -50,7 +51,8 @@ def eval_cmd(
         typer.Option(
             "--images",
             metavar="DIR",
-            help="Folder of the table's images (paths are looked up under it).",
+            help="Folder of the table's images: paths are looked up under it as written, "
+            "else as the longest suffix of the path that exists (cluster paths).",
             rich_help_panel=DATA,
         ),
     ] = None,
@@ -58,6 +60,36 @@ def eval_cmd(
         str,
         typer.Option("--split", help="Split of a shard folder.", rich_help_panel=DATA),
     ] = "val",
+    label_col: Annotated[
+        str | None,
+        typer.Option(
+            "--label-col",
+            metavar="COL",
+            help="The table's column of class names (scientific_name, class, class_out...): "
+            "scientific names are species (scored at every rank the lineage has), other names "
+            "a level of their own ('label').",
+            rich_help_panel=DATA,
+        ),
+    ] = None,
+    candidates: Annotated[
+        str | None,
+        typer.Option(
+            "--candidates",
+            metavar="COL",
+            help="Score each photo only against its own candidate names in COL (joined by "
+            "'!', e.g. class_options): top-1 per group and overall, with chance.",
+            rich_help_panel=DATA,
+        ),
+    ] = None,
+    group_by: Annotated[
+        str | None,
+        typer.Option(
+            "--group-by",
+            metavar="COL",
+            help="Group candidate-set results by COL (e.g. pair); macro = mean of groups.",
+            rich_help_panel=DATA,
+        ),
+    ] = None,
     limit: Annotated[
         int | None,
         typer.Option(
@@ -76,11 +108,12 @@ def eval_cmd(
         str,
         typer.Option(
             "--ranks",
-            metavar="all|RANK,...",
-            help="Ranks to score (kingdom,phylum,class,order,family,genus,species).",
+            metavar="auto|all|RANK,...",
+            help="Ranks to score (kingdom,phylum,class,order,family,genus,species); auto: "
+            "every rank the data names (species alone without lineage columns).",
             rich_help_panel=SCORING,
         ),
-    ] = "all",
+    ] = "auto",
     mode: Annotated[
         ModeChoice,
         typer.Option(
@@ -95,7 +128,9 @@ def eval_cmd(
         str,
         typer.Option(
             "--text-type",
-            help="Class text: taxon, taxon_com, sci, com, sci_com, taxonTag, ...",
+            metavar="TYPE[,TYPE...]|all",
+            help="Class text: taxon, taxon_com, sci, com, sci_com, taxonTag, ...; several "
+            "(or all: sci,com,taxon,sci_com,taxon_com) score each from one image pass.",
             rich_help_panel=SCORING,
         ),
     ] = "taxon_com",
@@ -182,6 +217,11 @@ def eval_cmd(
       biotrove eval -m model/ --data shards/ --per-class pc.csv --plot acc.png
 
       biotrove eval -m model/ --data shards/ --confusion genus:confusion.csv
+
+      biotrove eval -m model/ --data confounding_species.csv --images confounding/
+      --candidates class_options --group-by pair
+
+      biotrove eval -m model/ --data shards/ --text-type all --plot sweep.png
     """
     from biotrove_cli.core.errors import UsageError
     from biotrove_cli.core.evaluation.config import EvalConfig
@@ -209,7 +249,7 @@ def eval_cmd(
         images=str(images) if images else None,
         split=split,
         labels=str(labels) if labels else None,
-        ranks=Rank.parse_list(ranks),
+        ranks=None if ranks.strip().lower() == "auto" else Rank.parse_list(ranks),
         modes=parse_modes(mode.value),
         text_type=text_type,
         templates=templates,
@@ -224,8 +264,11 @@ def eval_cmd(
         plot=str(plot) if plot else None,
         arch=arch,
         strict=strict,
+        label_col=label_col,
+        candidates=candidates,
+        group_by=group_by,
     )
-    if conf is not None and conf[0] not in cfg.ranks:
+    if conf is not None and cfg.ranks is not None and conf[0] not in cfg.ranks:
         raise UsageError(
             f"--confusion {conf[0].value}: that rank is not among --ranks {ranks}",
             hint="add it to --ranks",
@@ -239,9 +282,14 @@ def eval_cmd(
             worker=(WORKER_MODULE, "eval", *(["--quiet"] if console.STATE.quiet else [])),
         )
     else:
+        what = (
+            f"candidates {candidates}"
+            if candidates
+            else f"ranks {ranks}, {'+'.join(m.value for m in cfg.modes)}"
+        )
         console.step(
-            f"evaluating {len(cfg.models)} model(s) on {cfg.data} ({cfg.device}, ranks "
-            f"{','.join(r.value for r in cfg.ranks)}, {'+'.join(m.value for m in cfg.modes)})"
+            f"evaluating {len(cfg.models)} model(s) on {cfg.data} ({cfg.device}, {what}, "
+            f"text {','.join(cfg.text_types)})"
         )
         with progress.progress("eval", unit="images") as cb:
             payload = run_eval(cfg, cb)

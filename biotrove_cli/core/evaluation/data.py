@@ -2,8 +2,8 @@
 
 Data is a shard folder / split folder / brace pattern written by ``biotrove shard``, local or
 remote (http(s)://, s3://, gs://, ``pipe:``; its label bank is the ``taxonomy.parquet`` beside
-the shards), or a CSV/Parquet table with lineage columns and an
-image path (or photo id) column plus ``--images DIR``. Images are decoded in DataLoader worker
+the shards), a CSV/Parquet table (BioTrove and VLHub metadata as published, :mod:`.tables`), or
+a folder of class subfolders. Images are decoded in DataLoader worker
 processes (JPEG draft decoding near the model's input size); failures travel with the batch as
 reason codes, so they are counted instead of stopping the pass. A shard that cannot be read
 (after retries) or ends early travels as a ``shard_problems`` entry of the batch: counted with
@@ -25,72 +25,25 @@ from torch.utils.data import IterableDataset
 
 from biotrove_cli.core.data.sample import sample_image_bytes, sample_meta, taxon_from_meta
 from biotrove_cli.core.data.shards import Prefetch, ReadOptions, ShardProblem, read_shard
-from biotrove_cli.core.errors import InputError, SchemaError, UsageError
+from biotrove_cli.core.errors import InputError, UsageError
 from biotrove_cli.core.evaluation.config import EvalConfig
+from biotrove_cli.core.evaluation.labels import NameClasses
+from biotrove_cli.core.evaluation.tables import (
+    TableRow,
+    TableSource,
+    fill_lineage,
+    is_image_folder,
+    label_rows,
+    read_image_folder,
+    read_table,
+)
 from biotrove_cli.core.taxonomy.labelbank import LabelBank
 from biotrove_cli.core.taxonomy.lineage import Taxon
-from biotrove_cli.core.taxonomy.readers import SUPPORTED_SUFFIXES, read_metadata, table_suffix
+from biotrove_cli.core.taxonomy.rank import RANKS, Rank
+from biotrove_cli.core.taxonomy.readers import SUPPORTED_SUFFIXES, table_suffix
 
 # what --data may be as a table: the metadata formats, less a .txt list of names
 TABLE_SUFFIXES = tuple(s for s in SUPPORTED_SUFFIXES if s != ".txt")
-
-
-@dataclass
-class TableRow:
-    """One row of an eval table: its key, where its image may be, its lineage."""
-
-    key: str
-    candidates: tuple[str, ...]  # image files to try, in order
-    taxon: Taxon
-
-
-def _image_candidates(path: str, photo_id: str, images: Path | None, base: Path) -> tuple[str, ...]:
-    from biotrove_cli.core.data.images import IMAGE_SUFFIXES
-
-    out: list[Path] = []
-    if path:
-        p = Path(path)
-        if images is not None:
-            out.append(images / path.lstrip("/\\"))
-            out.append(images / p.name)
-        if p.is_absolute():
-            out.append(p)
-        else:
-            out.append(base / p)  # relative to the table's folder
-            out.append(p)  # relative to the working folder
-    elif photo_id and images is not None:
-        out.extend(images / f"{photo_id}{s}" for s in (".jpg", *IMAGE_SUFFIXES[1:]))
-    seen: list[str] = []
-    for c in out:
-        s = str(c)
-        if s not in seen:
-            seen.append(s)
-    return tuple(seen)
-
-
-def read_table_rows(data: Path, images: str | None) -> list[TableRow]:
-    """The rows of an eval table: where each image is and its lineage."""
-    meta = read_metadata(data)
-    if "path" not in meta.fields and "photo_id" not in meta.fields:
-        raise SchemaError(
-            f"{data}: no image column: need a path column ('path', 'file', 'filepath', "
-            "'image_path'...) or 'photo_id' with --images DIR",
-            hint=f"columns found: {', '.join(meta.columns)}",
-        )
-    img_dir = Path(images) if images else None
-    if img_dir is not None and not img_dir.is_dir():
-        raise InputError(f"{img_dir}: no such image folder", hint="check the --images path")
-    if img_dir is None and "path" not in meta.fields:
-        raise UsageError(
-            f"{data}: images are named by photo id; say where they are",
-            hint="add --images DIR (the folder holding {photo_id}.jpg files)",
-        )
-    rows = []
-    for rec in meta.records:
-        key = rec.path or rec.photo_id or f"row{rec.row}"
-        cands = _image_candidates(rec.path, rec.photo_id, img_dir, data.parent)
-        rows.append(TableRow(key=key, candidates=cands, taxon=rec.taxon))
-    return rows
 
 
 def _decode(data: bytes, source: str, preprocess: Any, draft: int) -> tuple[Any, str]:
@@ -137,8 +90,14 @@ class TableDataset:
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         row = self.rows[i]
-        image, reason = load_file(row.candidates, self.preprocess, self.draft)
-        return {"key": row.key, "taxon": row.taxon, "image": image, "error": reason}
+        image, reason = load_file(row.files, self.preprocess, self.draft)
+        return {
+            "key": row.key,
+            "taxon": row.taxon,
+            "image": image,
+            "error": reason,
+            "index": row.index,
+        }
 
 
 class ShardDataset(IterableDataset):
@@ -242,6 +201,7 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
         "images": torch.stack([it["image"] for it in ok]) if ok else None,
         "taxa": [it["taxon"] for it in ok],
         "keys": [it["key"] for it in ok],
+        "index": [it.get("index", -1) for it in ok],  # table rows: the row of each image
         "bad": [(it["key"], it["error"]) for it in items if it["image"] is None],
         "ok_flags": [it["image"] is not None for it in items],
         "n": len(items),
@@ -261,6 +221,7 @@ def trim(batch: dict[str, Any], take: int) -> dict[str, Any]:
         "images": images[:n_ok] if images is not None and n_ok else None,
         "taxa": batch["taxa"][:n_ok],
         "keys": batch["keys"][:n_ok],
+        "index": batch["index"][:n_ok],
         "bad": batch["bad"][:n_bad],
         "ok_flags": flags,
         "n": take,
@@ -270,9 +231,9 @@ def trim(batch: dict[str, Any], take: int) -> dict[str, Any]:
 
 @dataclass
 class Dataset:
-    """What to evaluate: its kind, its items, its label bank."""
+    """What to evaluate: its kind, its items, its label bank and the levels to score."""
 
-    kind: str  # "shards" | "table"
+    kind: str  # "shards" | "table" | "folder"
     source: str
     bank: LabelBank
     shards: list[str] = field(default_factory=list)
@@ -281,6 +242,17 @@ class Dataset:
     split: str | None = None
     sizes: tuple[int | None, ...] = ()  # sizes.json count per shard
     options: ReadOptions = field(default_factory=ReadOptions)
+    ranks: list[Rank] = field(default_factory=list)  # the ranks scored
+    table: TableSource | None = None  # a table's (or folder's) label level, groups, paths
+
+    @property
+    def names(self) -> NameClasses | None:
+        """The classes of the label level or of the candidate sets, when there are any."""
+        return self.table.names if self.table is not None else None
+
+    @property
+    def candidates(self) -> bool:
+        return self.table is not None and self.table.candidates
 
     def describe(self) -> dict[str, Any]:
         """The data's part of the result document."""
@@ -288,6 +260,8 @@ class Dataset:
         if self.kind == "shards":
             out["split"] = self.split
             out["n_shards"] = len(self.shards)
+        if self.table is not None:
+            out.update(self.table.describe())
         return out
 
 
@@ -295,11 +269,7 @@ def _is_table(path: Path) -> bool:
     return path.is_file() and table_suffix(path) in TABLE_SUFFIXES
 
 
-def open_dataset(cfg: EvalConfig) -> Dataset:
-    """Resolve ``--data`` and the label bank; fail early with a clear message."""
-    from biotrove_cli.core.data import shards as sh
-
-    data = Path(cfg.data)
+def _load_labels(cfg: EvalConfig) -> LabelBank | None:
     bank: LabelBank | None = LabelBank.load(cfg.labels) if cfg.labels else None
     if bank is not None and bank.is_custom:
         raise UsageError(
@@ -307,24 +277,93 @@ def open_dataset(cfg: EvalConfig) -> Dataset:
             hint="eval needs a label table with lineage columns (or leave --labels out to use "
             "the dataset's own species)",
         )
+    return bank
+
+
+def open_dataset(cfg: EvalConfig) -> Dataset:
+    """Resolve ``--data``, the label bank and the ranks; fail early with a clear message."""
+    data = Path(cfg.data)
+    bank = _load_labels(cfg)
+    if cfg.group_by and not cfg.candidates:
+        raise UsageError(
+            "--group-by groups candidate-set results", hint="add --candidates COL, or drop it"
+        )
+    if _is_table(data) or is_image_folder(data):
+        return _open_rows(cfg, data, bank)
+    if cfg.label_col or cfg.candidates:
+        flag = "--label-col" if cfg.label_col else "--candidates"
+        raise UsageError(
+            f"{flag} names a column of a table, and {cfg.data} is not a table",
+            hint="pass --data FILE.csv (or .parquet) with that column",
+        )
+    return _open_shards(cfg, data, bank)
+
+
+def _open_rows(cfg: EvalConfig, data: Path, bank: LabelBank | None) -> Dataset:
+    """A metadata table or an image folder: its rows, their labels, the bank and ranks."""
     if _is_table(data):
-        rows = read_table_rows(data, cfg.images)
-        if not rows:
-            raise InputError(f"{data}: the table has no rows", hint="nothing to evaluate")
-        if bank is None:
-            bank = LabelBank.from_taxa([r.taxon for r in rows], source=str(data))
-            if not bank.taxa:
+        rows, src = read_table(
+            data, cfg.images, cfg.label_col, cfg.candidates, cfg.group_by, cfg.limit
+        )
+    else:
+        if cfg.label_col or cfg.candidates:
+            raise UsageError(
+                f"{data} is an image folder: its classes are its subfolders' names",
+                hint="drop --label-col/--candidates, or pass a table with those columns",
+            )
+        rows, src = read_image_folder(data)
+        rows = rows if cfg.limit is None else rows[: cfg.limit]
+    if not rows:
+        what = "the table has no rows" if src.kind == "table" else "no images in its subfolders"
+        raise InputError(f"{data}: {what}", hint="nothing to evaluate")
+    label_rows(rows, src, bank)
+    lineage = src.has_lineage or bank is not None
+    if bank is not None and not src.has_lineage and not src.candidates:
+        fill_lineage(rows, bank)
+    if bank is None:
+        bank = LabelBank.from_taxa([r.taxon for r in rows], source=str(data))
+    ranks = _ranks(cfg, bank, lineage, src.candidates)
+    if not ranks and src.names is None:
+        raise InputError(
+            f"{data}: no row names a species, so there are no classes to score",
+            hint="the table needs lineage columns (genus + species, or a scientific "
+            "name), or pass --label-col COL (the column of class names) or --labels FILE",
+        )
+    return Dataset(src.kind, str(data), bank, rows=rows, total=len(rows), ranks=ranks, table=src)
+
+
+def _ranks(cfg: EvalConfig, bank: LabelBank, lineage: bool, candidates: bool) -> list[Rank]:
+    """The ranks asked for (each must have names), or by default those the data has: none for
+    candidate sets, species alone without lineage columns, else every rank with names."""
+    if cfg.ranks is not None:
+        if candidates:
+            raise UsageError(
+                "--ranks does not apply to --candidates (each photo is scored against its own "
+                "candidate names)",
+                hint="drop --ranks",
+            )
+        for r in cfg.ranks:
+            if len(bank.classes(r)) == 0:
                 raise InputError(
-                    f"{data}: no row names a species, so there are no classes to score",
-                    hint="the table needs lineage columns (genus + species, or a scientific "
-                    "name), or pass --labels FILE",
+                    f"the label bank has no {r.value} names, so {r.value} cannot be scored",
+                    hint="leave that rank out with --ranks, or use labels with that rank filled",
                 )
-        total = len(rows) if cfg.limit is None else min(len(rows), cfg.limit)
-        return Dataset("table", str(data), bank, rows=rows, total=total)
+        return list(cfg.ranks)
+    if candidates or not bank.taxa:
+        return []
+    if not lineage:
+        return [Rank.SPECIES]
+    return [r for r in RANKS if len(bank.classes(r)) > 0]
+
+
+def _open_shards(cfg: EvalConfig, data: Path, bank: LabelBank | None) -> Dataset:
+    from biotrove_cli.core.data import shards as sh
+
     if data.is_file() and data.suffix.lower() not in (".tar",):
         raise InputError(
             f"{data}: not a shard (.tar) or a metadata table",
-            hint="pass a shard folder, a .tar or brace pattern, or a CSV/Parquet table",
+            hint="pass a shard folder, a .tar or brace pattern, a CSV/Parquet table, or a "
+            "folder of class subfolders",
         )
     shards = sh.open_shards(
         cfg.data, split=cfg.split, options=ReadOptions(cfg.retries, cfg.timeout)
@@ -343,6 +382,7 @@ def open_dataset(cfg: EvalConfig) -> Dataset:
         split=shards.split,
         sizes=shards.expected(),
         options=shards.options,
+        ranks=_ranks(cfg, bank, True, False),
     )
 
 
@@ -396,7 +436,7 @@ def eval_loader(
     pin_memory: bool = False,
 ) -> Any:
     """The image batches of this rank's share of an eval dataset (its first ``limit`` samples)."""
-    if ds.kind == "table":
+    if ds.kind != "shards":
         rows = ds.rows[:limit] if limit is not None else ds.rows
         dataset: Any = TableDataset(rows[rank::world], preprocess, image_size)
     else:

@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from biotrove_cli.core.errors import InputError, UsageError
 from biotrove_cli.core.evaluation.config import EvalConfig
 from biotrove_cli.core.evaluation.data import Dataset, open_dataset, share
+from biotrove_cli.core.evaluation.plots import check_plot_available
 from biotrove_cli.core.evaluation.reports import (
     build_document,
+    build_info,
     build_notes,
     build_records,
-    check_plot_available,
     round_value,
     write_files,
 )
@@ -38,22 +39,24 @@ from biotrove_cli.core.taxonomy.rank import Rank
 # -- results ---------------------------------------------------------------------------------
 @dataclass
 class EvalResult:
-    """Records (one per model x mode x rank) and the document around them."""
+    """Records (one per model x text type x mode x level) and the document around them."""
 
     records: list[dict[str, Any]]
     document: dict[str, Any]
     models: list[ModelTally]
     dataset: Dataset
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # rows left out (warnings)
     files: dict[str, str] = field(default_factory=dict)
+    info: list[str] = field(default_factory=list)  # how the data was read
 
     def severity_rows(self) -> list[dict[str, Any]]:
-        """Mistake severity per model and mode (when the species rank was scored)."""
+        """Mistake severity per model, text type and mode (when the species rank was scored)."""
         rows = []
         for m in self.models:
             for mode, sev in m.severity.items():
                 if (mode, Rank.SPECIES) in m.tallies:
-                    rows.append({"model": m.label, "mode": mode.value, **sev.metrics()})
+                    row = {"model": m.label, "text_type": m.text_type, "mode": mode.value}
+                    rows.append({**row, **sev.metrics()})
         return rows
 
     def payload(self) -> dict[str, Any]:
@@ -63,6 +66,7 @@ class EvalResult:
             "document": self.document,
             "severity": [{k: round_value(v) for k, v in r.items()} for r in self.severity_rows()],
             "notes": self.notes,
+            "info": self.info,
             "files": self.files,
         }
 
@@ -122,12 +126,12 @@ def evaluate(
     if rank is None or world_size is None:
         rank, world_size = _dist_place()
     ds = open_dataset(cfg)
-    for r in cfg.ranks:
-        if len(ds.bank.classes(r)) == 0:
-            raise InputError(
-                f"the label bank has no {r.value} names, so {r.value} cannot be scored",
-                hint="leave that rank out with --ranks, or use labels with that rank filled",
-            )
+    cfg = replace(cfg, ranks=ds.ranks)  # from here on, the ranks actually scored
+    if cfg.confusion is not None and cfg.confusion[0] not in cfg.ranks:
+        raise UsageError(
+            f"--confusion {cfg.confusion[0].value}: that rank is not scored on {cfg.data}",
+            hint=f"ranks scored: {', '.join(r.value for r in cfg.ranks) or 'none'}",
+        )
     t0 = time.perf_counter()
     per_model = None if ds.total is None else share(ds.total, rank, world_size)
     total = None if per_model is None else per_model * len(cfg.models)
@@ -140,20 +144,21 @@ def evaluate(
 
     models: list[ModelTally] = []
     for spec, label in zip(cfg.models, model_labels(cfg.models), strict=True):
-        tally = evaluate_model(spec, ds, cfg, step, rank, world_size, label=label)
-        if world_size > 1:
-            tally = gather(tally, world_size)
-            if tally is None:
-                continue
-        models.append(tally)
+        for tally in evaluate_model(spec, ds, cfg, step, rank, world_size, label=label):
+            if world_size > 1:
+                tally = gather(tally, world_size)
+                if tally is None:
+                    continue
+            models.append(tally)
     if rank != 0:
         return None
     _check_scored(models, cfg)
     records = build_records(models, cfg)
     seconds = round(time.perf_counter() - t0, 3)
     document = build_document(models, ds, cfg, text, world_size, seconds)
-    result = EvalResult(records, document, models, ds, notes=build_notes(models, cfg))
-    result.files = write_files(models, records, ds.bank, cfg)
+    result = EvalResult(records, document, models, ds, notes=build_notes(models, cfg, ds))
+    result.info = build_info(ds)
+    result.files = write_files(models, records, ds, cfg)
     document["files"] = dict(result.files)
     return result
 
@@ -165,7 +170,7 @@ def _check_config(cfg: EvalConfig) -> TextSettings:
     model_labels(cfg.models)  # a model given twice is refused before any work
     if cfg.plot:
         check_plot_available()
-    text = TextSettings.from_spec(cfg.text_type, cfg.templates)
+    text = TextSettings.from_spec(cfg.text_types[0], cfg.templates)
     if cfg.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {cfg.batch_size}")
     if cfg.limit is not None and cfg.limit < 1:
@@ -178,17 +183,21 @@ def _check_scored(models: list[ModelTally], cfg: EvalConfig) -> None:
     seen = models[0].n_seen if models else 0
     if seen == 0:
         raise InputError(f"{cfg.data}: the dataset is empty (no samples)", hint="nothing to score")
-    usable = any(m.tallies[k].n_images for m in models for k in m.tallies)
-    if usable:
+    if any(m.n_scored for m in models):
         return
-    t = models[0].tallies[(cfg.modes[0], cfg.ranks[-1])]
-    bad = sum(models[0].unreadable.values())
-    why = (
-        f"all {bad} images were unreadable"
-        if bad >= seen
-        else "no image's lineage matches the label bank at any requested rank"
-        + (f" (e.g. {', '.join(t.not_in_bank_examples)})" if t.not_in_bank_examples else "")
-    )
+    m = models[0]
+    bad = sum(m.unreadable.values())
+    if bad >= seen:
+        why = f"all {bad} images were unreadable"
+    elif m.candidates is not None:
+        why = "no photo's true name is among its candidates"
+    elif not cfg.ranks:
+        why = "no row has a name in the label column"
+    else:
+        t = m.tallies[(cfg.modes[0], cfg.ranks[-1])]
+        why = "no image's lineage matches the label bank at any requested rank" + (
+            f" (e.g. {', '.join(t.not_in_bank_examples)})" if t.not_in_bank_examples else ""
+        )
     raise InputError(
         f"{cfg.data}: nothing to score: {why}",
         hint="check the images folder and that --labels covers the data's species",

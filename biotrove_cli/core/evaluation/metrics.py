@@ -77,7 +77,7 @@ def balanced_interval(
 class RankTally:
     """Counts for one (model, mode, rank); merge tallies with ``+=``."""
 
-    rank: Rank
+    rank: Rank | str  # a rank, or "label" (the label column's own classes)
     n_classes: int
     track_confusion: bool = False
     support: np.ndarray = field(default=None)  # type: ignore[assignment]
@@ -128,7 +128,7 @@ class RankTally:
                 self.not_in_bank_examples.append(name)
 
     def __iadd__(self, other: RankTally) -> RankTally:
-        if other.rank is not self.rank or other.n_classes != self.n_classes:
+        if other.rank != self.rank or other.n_classes != self.n_classes:
             raise ValueError("cannot merge tallies of different ranks or label banks")
         self.support += other.support
         self.correct1 += other.correct1
@@ -164,6 +164,7 @@ class RankTally:
             "balanced_accuracy": bal,
             "balanced_accuracy_ci_low": blo,
             "balanced_accuracy_ci_high": bhi,
+            "chance": 1.0 / self.n_classes if self.n_classes else math.nan,
             "n_classes": self.n_classes,
             "n_classes_present": int((self.support > 0).sum()),
             "n_images": n,

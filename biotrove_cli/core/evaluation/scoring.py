@@ -13,9 +13,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from biotrove_cli.core.evaluation.candidates import CandidateTally
 from biotrove_cli.core.evaluation.config import EvalConfig
 from biotrove_cli.core.evaluation.data import Dataset, eval_loader, share, trim
 from biotrove_cli.core.evaluation.metrics import TOPK, RankTally, SeverityTally
+from biotrove_cli.core.evaluation.tables import BLANK, MISSING
 from biotrove_cli.core.evaluation.zeroshot import (
     ImageEncoder,
     Mode,
@@ -28,18 +30,20 @@ from biotrove_cli.core.taxonomy.labelbank import LabelBank
 from biotrove_cli.core.taxonomy.lineage import Taxon
 from biotrove_cli.core.taxonomy.rank import RANKS, Rank
 
-BLANK = -2  # truth index: the rank is blank for this row
-MISSING = -1  # truth index: the bank has no such taxon
+LABEL = "label"  # the level of a label column's own classes
 
 
 @dataclass
 class ModelTally:
-    """Everything counted for one model over the data."""
+    """Everything counted for one model (and one text type) over the data."""
 
     spec: str
     label: str
+    text_type: str = ""
     tallies: dict[tuple[Mode, Rank], RankTally] = field(default_factory=dict)
     severity: dict[Mode, SeverityTally] = field(default_factory=dict)
+    label_tally: RankTally | None = None  # the label column's own classes (``--label-col``)
+    candidates: CandidateTally | None = None  # candidate-set accuracy (``--candidates``)
     unreadable: Counter = field(default_factory=Counter)
     unreadable_examples: list[str] = field(default_factory=list)
     shard_problems: list[dict[str, Any]] = field(default_factory=list)  # ShardProblem.to_dict()
@@ -51,18 +55,30 @@ class ModelTally:
 
     @classmethod
     def for_config(
-        cls, spec: str, label: str, n_classes: dict[Rank, int], cfg: EvalConfig
+        cls,
+        spec: str,
+        label: str,
+        n_classes: dict[Rank, int],
+        cfg: EvalConfig,
+        ds: Dataset | None = None,
+        text_type: str = "",
     ) -> ModelTally:
-        """Empty tallies for every mode and rank of ``cfg`` (the confusion where it asks)."""
-        tally = cls(spec=spec, label=label)
+        """Empty tallies for every mode and rank of ``cfg`` (the confusion where it asks), and
+        for the data's label level or candidate sets."""
+        tally = cls(spec=spec, label=label, text_type=text_type or cfg.text_types[0])
         for mode in cfg.modes:
-            for r in cfg.ranks:
+            for r in cfg.ranks or ():
                 tally.tallies[(mode, r)] = RankTally(
                     r,
                     n_classes[r],
                     track_confusion=cfg.confusion is not None and cfg.confusion[0] is r,
                 )
             tally.severity[mode] = SeverityTally()
+        if ds is not None and ds.table is not None and ds.names is not None:
+            if ds.candidates:
+                tally.candidates = CandidateTally(groups=list(ds.table.groups))
+            else:
+                tally.label_tally = RankTally(LABEL, len(ds.names))
         return tally
 
     def add_unreadable(self, key: str, reason: str) -> None:
@@ -77,6 +93,10 @@ class ModelTally:
             self.tallies[k] += t
         for m, s in other.severity.items():
             self.severity[m] += s
+        if self.label_tally is not None and other.label_tally is not None:
+            self.label_tally += other.label_tally
+        if self.candidates is not None and other.candidates is not None:
+            self.candidates += other.candidates
         self.unreadable.update(other.unreadable)
         for e in other.unreadable_examples:
             if len(self.unreadable_examples) < 5:
@@ -90,6 +110,16 @@ class ModelTally:
     def lost_samples(self) -> int:
         """Samples the shards that failed or ended early did not give (sizes.json's count)."""
         return sum(p.get("lost") or 0 for p in self.shard_problems)
+
+    @property
+    def n_scored(self) -> int:
+        """Images counted in any figure."""
+        counts = [t.n_images for t in self.tallies.values()]
+        if self.label_tally is not None:
+            counts.append(self.label_tally.n_images)
+        if self.candidates is not None:
+            counts.append(self.candidates.n_images)
+        return max(counts, default=0)
 
 
 class TruthIndex:
@@ -160,17 +190,18 @@ def evaluate_model(
     rank: int = 0,
     world: int = 1,
     label: str | None = None,
-) -> ModelTally:
-    """Load one model and score it (see :func:`score_model`)."""
+) -> list[ModelTally]:
+    """Load one model and score it, one tally per text type (see :func:`score_text_types`)."""
     from biotrove_cli.core.models.load import load_model
 
     t0 = time.perf_counter()
     loaded = load_model(spec, arch=cfg.arch, device=cfg.device)
     t_load = time.perf_counter() - t0
-    tally = score_model(loaded, ds, cfg, progress, rank, world, label=label or spec)
-    tally.spec = spec
-    tally.timings = {"load_s": round(t_load, 3), **tally.timings}
-    return tally
+    tallies = score_text_types(loaded, ds, cfg, progress, rank, world, label=label or spec)
+    for tally in tallies:
+        tally.spec = spec
+        tally.timings = {"load_s": round(t_load, 3), **tally.timings}
+    return tallies
 
 
 def score_model(
@@ -182,23 +213,110 @@ def score_model(
     world: int = 1,
     label: str = "model",
 ) -> ModelTally:
-    """One model, one pass over this process's share of the images, all ranks and modes.
+    """The tally of the first text type of :func:`score_text_types` (training's validation)."""
+    return score_text_types(loaded, ds, cfg, progress, rank, world, label)[0]
+
+
+@dataclass
+class _TypeScorer:
+    """What one text type scores with: its rank classifier and its label/candidate weights."""
+
+    clf: ZeroShotClassifier | None
+    names: Any  # [C, D] unit rows of the label level's (or candidates') class texts, or None
+    tally: ModelTally
+
+
+def _scorers(loaded: Any, ds: Dataset, cfg: EvalConfig, label: str) -> list[_TypeScorer]:
+    """Class texts encoded once per text type (identical prompt sets once in all)."""
+    from biotrove_cli.core.evaluation.templates import load_templates
+    from biotrove_cli.core.evaluation.text import class_embeddings
+
+    templates_name, templates = load_templates(cfg.templates)
+    memo: dict[tuple, tuple[Any, bool]] = {}
+    out = []
+    for text_type in cfg.text_types:
+        t0 = time.perf_counter()
+        text = TextSettings(text_type, templates_name, templates)
+        clf = None
+        if cfg.ranks:
+            clf = build_classifier(
+                loaded,
+                ds.bank,
+                ranks=cfg.ranks,
+                modes=cfg.modes,
+                text=text,
+                use_cache=cfg.use_cache,
+            )
+        weights = None
+        if ds.names is not None:
+            prompts = ds.names.prompts(text_type, templates)
+            key = tuple(tuple(p) for p in prompts)
+            if key not in memo:
+                emb, hit = class_embeddings(loaded, prompts, use_cache=cfg.use_cache)
+                memo[key] = (emb.float().to(loaded.device), hit)
+            weights, names_hit = memo[key]
+        n_classes = clf.n_classes if clf is not None else {}
+        tally = ModelTally.for_config(
+            getattr(loaded, "spec", label), label, n_classes, cfg, ds, text_type
+        )
+        tally.timings["text_s"] = round(time.perf_counter() - t0, 3)
+        tally.info["text_cache"] = dict(clf.cache) if clf is not None else {}
+        if weights is not None:
+            tally.info["text_cache"]["candidates" if ds.candidates else "label"] = names_hit
+        tally.info["logit_scale"] = clf.logit_scale if clf is not None else None
+        out.append(_TypeScorer(clf, weights, tally))
+    return out
+
+
+class _RowLabels:
+    """The label level's truth, candidates and groups of table rows, by row index."""
+
+    def __init__(self, ds: Dataset):
+        import numpy as np
+
+        self.truth = np.asarray([r.label_index for r in ds.rows], dtype=np.int64)
+        self.groups = np.asarray([r.group for r in ds.rows], dtype=np.int64)
+        self.options = [r.options for r in ds.rows]
+        self.labels = [r.label for r in ds.rows]
+
+    def score(self, sc: _TypeScorer, feats: Any, index: list[int], names: list[str]) -> None:
+        import numpy as np
+
+        idx = np.asarray(index, dtype=np.int64)
+        logits = feats @ sc.names.T
+        truth = self.truth[idx]
+        if sc.tally.candidates is not None:
+            options = [self.options[i] for i in index]
+            labels = [self.labels[i] for i in index]
+            sc.tally.candidates.update(logits, truth, options, self.groups[idx], labels, names)
+            return
+        t = sc.tally.label_tally
+        assert t is not None
+        t.skip(int((truth == BLANK).sum()))
+        keep = np.flatnonzero(truth >= 0)
+        if len(keep):
+            top = logits.topk(min(TOPK, logits.shape[1]), dim=1).indices.cpu().numpy()
+            t.update(truth[keep], top[keep])
+
+
+def score_text_types(
+    loaded: Any,
+    ds: Dataset,
+    cfg: EvalConfig,
+    progress: Callable[[int], None] | None = None,
+    rank: int = 0,
+    world: int = 1,
+    label: str = "model",
+) -> list[ModelTally]:
+    """One model, one pass over this process's share of the images, every text type, rank and
+    mode (and the label level or candidate sets) scored from the same image features.
 
     ``loaded`` is a :class:`LoadedModel` (or anything with ``model``, ``preprocess``,
     ``tokenizer``, ``image_size``, ``device``, ``text_fingerprint()`` and ``describe()``), so
     training can score its live model; ``progress(n)`` gets the samples each batch consumed.
+    Returns one tally per text type, in ``cfg.text_types`` order.
     """
-    import numpy as np
-
-    text = TextSettings.from_spec(cfg.text_type, cfg.templates)
-    clf = build_classifier(
-        loaded, ds.bank, ranks=cfg.ranks, modes=cfg.modes, text=text, use_cache=cfg.use_cache
-    )
     encoder = ImageEncoder(loaded, cfg.precision)
-    ranks, modes = list(cfg.ranks), list(cfg.modes)
-    tally = ModelTally.for_config(getattr(loaded, "spec", label), label, clf.n_classes, cfg)
-    s2c = {r: np.asarray(ds.bank.classes(r).species_to_class, dtype=np.int64) for r in RANKS}
-    truth_of = TruthIndex(ds.bank, ranks)
     workers = resolve_workers(cfg.workers, encoder.device, encoder.params)
     loader = eval_loader(
         ds,
@@ -212,41 +330,68 @@ def score_model(
         pin_memory=encoder.cuda,
     )
     per_rank_limit = None if cfg.limit is None else share(cfg.limit, rank, world)
-    t1 = time.perf_counter()
-    done = 0
     with cpu_threads(workers, encoder.device):
-        for batch in loader:
-            if per_rank_limit is not None:
-                batch = trim(batch, per_rank_limit - done)
-            done += batch["n"]
-            _note_shard_problems(batch.get("shard_problems", ()), tally, cfg.strict)
-            for key, reason in batch["bad"]:
-                tally.add_unreadable(key, reason)
-            if batch["images"] is not None:
-                feats = encoder(batch["images"])
-                truth = np.asarray([truth_of(t) for t in batch["taxa"]], dtype=np.int64)
-                truth = truth.reshape(len(batch["taxa"]), len(ranks))
-                _score_batch(clf, feats, truth, batch["taxa"], ranks, modes, tally, s2c)
-            if progress is not None:
-                progress(batch["n"])
-            if per_rank_limit is not None and done >= per_rank_limit:
-                break
-    t_images = time.perf_counter() - t1
-    tally.n_seen = done
-    n_ok = done - sum(tally.unreadable.values())
-    tally.info = {
-        **loaded.describe(),
-        "precision": encoder.precision,
-        "workers": workers,
-        "logit_scale": clf.logit_scale,
-        "text_cache": clf.cache,
-    }
-    tally.timings = {
-        "text_s": round(clf.text_seconds, 3),
-        "images_s": round(t_images, 3),
-        "images_per_s": round(n_ok / t_images, 2) if t_images > 0 else None,
-    }
-    return tally
+        batches = iter(loader)  # the workers decode the first batches while texts are encoded
+        scorers = _scorers(loaded, ds, cfg, label)
+        t1 = time.perf_counter()
+        done = _image_pass(batches, encoder, scorers, ds, cfg, progress, per_rank_limit)
+        t_images = time.perf_counter() - t1
+    first = scorers[0].tally
+    n_ok = done - sum(first.unreadable.values())
+    for sc in scorers:
+        t = sc.tally
+        t.n_seen = done
+        t.unreadable = Counter(first.unreadable)
+        t.unreadable_examples = list(first.unreadable_examples)
+        t.shard_problems = list(first.shard_problems)
+        t.info = {**loaded.describe(), "precision": encoder.precision, "workers": workers, **t.info}
+        t.timings["images_s"] = round(t_images, 3)
+        t.timings["images_per_s"] = round(n_ok / t_images, 2) if t_images > 0 else None
+    return [sc.tally for sc in scorers]
+
+
+def _image_pass(
+    batches: Any,
+    encoder: ImageEncoder,
+    scorers: list[_TypeScorer],
+    ds: Dataset,
+    cfg: EvalConfig,
+    progress: Callable[[int], None] | None,
+    limit: int | None,
+) -> int:
+    """Encode every batch once and score it for every text type; returns the samples seen
+    (unreadable images and shard problems are counted on the first scorer's tally)."""
+    import numpy as np
+
+    ranks, modes = list(cfg.ranks or ()), list(cfg.modes)
+    s2c = {r: np.asarray(ds.bank.classes(r).species_to_class, dtype=np.int64) for r in RANKS}
+    truth_of = TruthIndex(ds.bank, ranks)
+    rows = _RowLabels(ds) if ds.names is not None else None
+    names = list(ds.names.names) if ds.names is not None else []
+    first = scorers[0].tally
+    done = 0
+    for batch in batches:
+        if limit is not None:
+            batch = trim(batch, limit - done)
+        done += batch["n"]
+        _note_shard_problems(batch.get("shard_problems", ()), first, cfg.strict)
+        for key, reason in batch["bad"]:
+            first.add_unreadable(key, reason)
+        if batch["images"] is not None:
+            feats = encoder(batch["images"])
+            taxa = batch["taxa"]
+            truth = np.asarray([truth_of(t) for t in taxa], dtype=np.int64)
+            truth = truth.reshape(len(taxa), len(ranks))
+            for sc in scorers:
+                if sc.clf is not None:
+                    _score_batch(sc.clf, feats, truth, taxa, ranks, modes, sc.tally, s2c)
+                if rows is not None:
+                    rows.score(sc, feats, batch["index"], names)
+        if progress is not None:
+            progress(batch["n"])
+        if limit is not None and done >= limit:
+            break
+    return done
 
 
 def _note_shard_problems(problems: Sequence[Any], tally: ModelTally, strict: bool) -> None:

@@ -25,7 +25,9 @@ from biotrove_cli.core.taxonomy.lineage import Taxon, clean_name
 ALIASES: dict[str, tuple[str, ...]] = {
     "kingdom": ("kingdom",),
     "phylum": ("phylum",),
-    "class": ("class", "cls", "class_"),
+    # "cls" first: a table with both (BioCLIP's rare species) names the rank "cls" and keeps
+    # "class" for the species label
+    "class": ("cls", "class_", "class"),
     "order": ("order",),
     "family": ("family",),
     "genus": ("genus",),
@@ -194,8 +196,15 @@ def resolve_fields(columns: list[str]) -> dict[str, str]:
     return fields
 
 
-def detect_schema(columns: list[str], source: str = "metadata") -> tuple[str, dict[str, str]]:
-    """Name the schema of a table and map its columns, or explain what is missing."""
+def detect_schema(
+    columns: list[str], source: str = "metadata", require_species: bool = True
+) -> tuple[str, dict[str, str]]:
+    """Name the schema of a table and map its columns, or explain what is missing.
+
+    Args:
+        require_species: fail when no column names the species (eval's ``--label-col`` names
+            the classes itself).
+    """
     fields = resolve_fields(columns)
     lower = {c.lower() for c in columns}
     if "photo_id" in fields:
@@ -217,7 +226,7 @@ def detect_schema(columns: list[str], source: str = "metadata") -> tuple[str, di
             hint=f"columns found: {', '.join(columns)}",
         )
     has_species = ("genus" in fields and "species" in fields) or "scientific_name" in fields
-    if not has_species:
+    if require_species and not has_species:
         raise SchemaError(
             f"{source}: no species columns: need 'genus' + 'species' (or 'specific_epithet'), "
             "or a scientific name column ('scientificName' or 'name')",
@@ -227,12 +236,19 @@ def detect_schema(columns: list[str], source: str = "metadata") -> tuple[str, di
     return schema, fields
 
 
-def read_metadata(path: str | Path, extra_columns: tuple[str, ...] = ()) -> Metadata:
+def read_metadata(
+    path: str | Path,
+    extra_columns: tuple[str, ...] = (),
+    exclude_columns: tuple[str, ...] = (),
+    require_species: bool = True,
+) -> Metadata:
     """Read one metadata file into records, detecting its schema.
 
     Args:
         path: a Parquet, CSV or TSV file.
         extra_columns: other columns to keep per record (e.g. ``life_stages``), when present.
+        exclude_columns: columns never read as lineage, names or paths (eval's label column).
+        require_species: see :func:`detect_schema`.
 
     Raises:
         InputError: the file is missing or unreadable.
@@ -254,7 +270,10 @@ def read_metadata(path: str | Path, extra_columns: tuple[str, ...] = ()) -> Meta
         )
     table = _read_table(path)
     columns = list(table.column_names)
-    schema, fields = detect_schema(columns, source=str(path))
+    skip = {c.lower() for c in exclude_columns}
+    schema, fields = detect_schema(
+        [c for c in columns if c.lower() not in skip], str(path), require_species
+    )
 
     def column(canonical: str) -> list[str]:
         name = fields.get(canonical)
