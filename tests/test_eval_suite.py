@@ -446,6 +446,10 @@ def test_label_col_on_vlhub_tables(tmp_path, tiny_pt, small_world):
     # the same table without --label-col: cls is still the class rank
     plain = evaluate(EvalConfig(data=str(rare_csv), **common))
     assert [r["n_classes"] for r in plain.records] == [r["n_classes"] for r in got.records]
+    # a BioTrove-schema table keeps its schema when its own name column is the label
+    biotrove = dict(data=str(small_world["metadata"]), **common)
+    named = evaluate(EvalConfig(label_col="scientificName", **biotrove))
+    assert named.records == evaluate(EvalConfig(**biotrove)).records
 
     stages = ["Adult", "Larva"]
     ls = [

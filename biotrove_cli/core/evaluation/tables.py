@@ -160,14 +160,15 @@ def _column(meta: Any, name: str | None, flag: str) -> str | None:
 
 
 def _read(path: Path, label_col: str | None, extra: tuple[str, ...]) -> Any:
-    from biotrove_cli.core.taxonomy.readers import read_metadata
+    from biotrove_cli.core.taxonomy.readers import ALIASES, LINEAGE_FIELDS, read_metadata
 
+    # a label column named like a rank (VLHub's "class" of species names, DeepWeeds' "Species"
+    # of common names) is not that rank; a name column may stay what it is
+    rank_names = {a for f in LINEAGE_FIELDS for a in ALIASES[f]}
+    exclude = (label_col,) if label_col and label_col.lower() in rank_names else ()
     try:
         return read_metadata(
-            path,
-            extra_columns=extra,
-            exclude_columns=(label_col,) if label_col else (),
-            require_species=label_col is None,
+            path, extra_columns=extra, exclude_columns=exclude, require_species=label_col is None
         )
     except SchemaError as exc:
         if label_col is not None or "no species columns" not in exc.message:
