@@ -330,9 +330,7 @@ def test_a_sweep_equals_separate_single_type_runs(small_world, tiny_pt, monkeypa
         assert mine == single.records
         assert len(mine) == 2 * 7  # modes x ranks
     # the species texts differ by type, so the results do too
-    per_type = {
-        t: tuple(r["top5"] for r in sweep.records if r["text_type"] == t) for t in types
-    }
+    per_type = {t: tuple(r["top5"] for r in sweep.records if r["text_type"] == t) for t in types}
     assert len(set(per_type.values())) > 1
 
 
