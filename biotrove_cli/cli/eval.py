@@ -268,6 +268,7 @@ def eval_cmd(
         candidates=candidates,
         group_by=group_by,
     )
+    text_types = cfg.text_types  # an unknown text type is a usage error before any work
     if conf is not None and cfg.ranks is not None and conf[0] not in cfg.ranks:
         raise UsageError(
             f"--confusion {conf[0].value}: that rank is not among --ranks {ranks}",
@@ -289,7 +290,7 @@ def eval_cmd(
         )
         console.step(
             f"evaluating {len(cfg.models)} model(s) on {cfg.data} ({cfg.device}, {what}, "
-            f"text {','.join(cfg.text_types)})"
+            f"text {','.join(text_types)})"
         )
         with progress.progress("eval", unit="images") as cb:
             payload = run_eval(cfg, cb)
