@@ -473,6 +473,12 @@ def test_label_col_on_vlhub_tables(tmp_path, tiny_pt, small_world):
     assert [r["rank"] for r in got.records] == ["label"]
     assert got.records[0]["n_classes"] == 3 and got.records[0]["n_images"] == 30
     assert got.dataset.names.prompts("sci", ("a photo of {}.",))[2] == ["a photo of Negative."]
+    # top-1 among the three names, as written, against an independent computation
+    weed_names = ["Chinee apple", "Lantana", "Negative"]
+    right = reference_candidates(
+        tiny_pt, [(p.path, weed_names, w[2]) for p, w in zip(photos, weeds, strict=True)]
+    )
+    assert got.records[0]["n_correct_top1"] == sum(right)
 
 
 def test_author_citations_match_their_binomial(cli, tmp_path, tiny_pt, demo_bank):
