@@ -227,7 +227,7 @@ class _TypeScorer:
 
 
 def _scorers(loaded: Any, ds: Dataset, cfg: EvalConfig, label: str) -> list[_TypeScorer]:
-    """Class texts encoded once per text type (identical prompt sets once in all)."""
+    """Class texts encoded once per text type (a set of prompts two types share, once)."""
     from biotrove_cli.core.evaluation.templates import load_templates
     from biotrove_cli.core.evaluation.text import class_embeddings
 
@@ -246,15 +246,18 @@ def _scorers(loaded: Any, ds: Dataset, cfg: EvalConfig, label: str) -> list[_Typ
                 modes=cfg.modes,
                 text=text,
                 use_cache=cfg.use_cache,
+                memo=memo,
             )
         weights = None
         if ds.names is not None:
             prompts = ds.names.prompts(text_type, templates)
             key = tuple(tuple(p) for p in prompts)
             if key not in memo:
-                emb, hit = class_embeddings(loaded, prompts, use_cache=cfg.use_cache)
-                memo[key] = (emb.float().to(loaded.device), hit)
-            weights, names_hit = memo[key]
+                memo[key] = class_embeddings(loaded, prompts, use_cache=cfg.use_cache)
+                names_hit = memo[key][1]
+            else:
+                names_hit = True  # encoded for an earlier text type
+            weights = memo[key][0].float().to(loaded.device)
         n_classes = clf.n_classes if clf is not None else {}
         tally = ModelTally.for_config(
             getattr(loaded, "spec", label), label, n_classes, cfg, ds, text_type

@@ -210,6 +210,7 @@ def build_classifier(
     embed_bank: LabelBank | None = None,
     progress: ProgressFn | None = None,
     batch_size: int = 256,
+    memo: dict[tuple, tuple[Any, bool]] | None = None,
 ) -> ZeroShotClassifier:
     """Encode (or fetch from the cache) every class text the ranks and modes need.
 
@@ -217,8 +218,22 @@ def build_classifier(
         embed_bank: a larger bank that ``bank`` is a subset of (``--within``, a checklist): its
             species embeddings are cached and the subset's rows are taken from them, so a
             restriction never re-encodes the full label bank's prompts.
+        memo: class texts this run already encoded, by their prompts (an eval's text types
+            share many: above species, sci, com and sci_com all name the taxon alone); filled
+            with the new ones.
     """
     import torch
+
+    def embed(prompts: list[list[str]]) -> tuple[Any, bool]:
+        key = tuple(tuple(p) for p in prompts)
+        if memo is not None and key in memo:
+            return memo[key][0], True
+        emb, hit = class_embeddings(
+            loaded, prompts, use_cache=use_cache, batch_size=batch_size, progress=progress
+        )
+        if memo is not None:
+            memo[key] = (emb, hit)
+        return emb, hit
 
     text = text or TextSettings()
     t0 = time.perf_counter()
@@ -227,10 +242,7 @@ def build_classifier(
     need_species = Mode.ROLLUP in modes or Rank.SPECIES in ranks or bank.is_custom
     if need_species:
         source = embed_bank if (embed_bank is not None and not bank.is_custom) else bank
-        prompts = class_prompts(source, Rank.SPECIES, text.text_type, text.templates)
-        emb, hit = class_embeddings(
-            loaded, prompts, use_cache=use_cache, batch_size=batch_size, progress=progress
-        )
+        emb, hit = embed(class_prompts(source, Rank.SPECIES, text.text_type, text.templates))
         if source is not bank:
             emb = _select_rows(source, emb, bank)
         clf.species_weights = emb.float()
@@ -248,9 +260,7 @@ def build_classifier(
                 prompts = class_prompts(bank, rank, text.text_type, text.templates)
                 if not prompts:
                     continue
-                emb, hit = class_embeddings(
-                    loaded, prompts, use_cache=use_cache, batch_size=batch_size, progress=progress
-                )
+                emb, hit = embed(prompts)
                 clf.prompt_weights[rank] = emb.float()
                 clf.cache[f"prompt:{rank.value}"] = hit
     else:
