@@ -230,8 +230,8 @@ def render_eval(
     payload: dict[str, Any], fmt: Format, output: str | None, summary_path: Any = None
 ) -> None:
     """Tables for people; long-format records (one per model x text type x mode x rank, or per
-    candidate-set group) for programs; the
-    document (data, labels, models, timings) to ``summary_path`` (JSON) in either case."""
+    candidate-set group) for programs; the document (data, labels, models, timings) to
+    ``summary_path`` (JSON) in either case."""
     for line in payload.get("info", []):
         console.info(line)
     for note in payload.get("notes", []):
