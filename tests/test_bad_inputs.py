@@ -4,14 +4,27 @@ come out silently wrong, what must hold afterwards.
 
 Every row runs the real command through ``main()`` (the one error boundary) on tiny models and
 generated photos.
+
+The second part covers processes, files and the CLI (items 9, 12, 16-18): ordinary OS errors as
+clear messages, ``-o`` into special files, machine output never wrapped, global flags anywhere,
+the progress display and the results (kill -9 and one writer per output are in
+tests/test_processes.py).
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
+import os
 import pickle
+import pty
+import re
+import stat
+import subprocess
+import sys
+import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DEMO_SPECIES
+from tests.conftest import DEMO_SPECIES, REPO, run_subprocess
 
 
 # -- fixtures -------------------------------------------------------------------------------------
@@ -585,3 +598,271 @@ def test_text_fingerprint_covers_activation_and_tokenizer(tiny_ckpt):
     gelu.tokenizer = open_clip.get_tokenizer("biotrove-tiny", context_length=16)
     gelu._fingerprint = None
     assert gelu.text_fingerprint() != load_model(tiny_ckpt).text_fingerprint()
+
+
+# == processes, files and the CLI (items 9, 12, 16, 17, 18) ==================================
+# -- item 12: ordinary OS errors are the user's to fix, not bugs ----------------------------------
+def _limited_run(args: list[str], fsize: int) -> subprocess.CompletedProcess:
+    """``biotrove ARGS`` with a file size limit (``ulimit -f``): writes past it fail (EFBIG)."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+
+    return subprocess.run(
+        [sys.executable, "-m", "biotrove_cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit,
+        cwd=REPO,
+        timeout=600,
+    )
+
+
+def _bad_bundle(tmp: Path) -> Path:
+    bundle = tmp / "bundle"
+    bundle.mkdir()
+    (bundle / "open_clip_config.json").write_text('{"model_cfg": {"embed_dim": 64,\n')
+    return bundle
+
+
+OS_ERROR_CASES = [
+    # (id, arguments ({tmp} is the test's folder), what the message says, the path it names)
+    ("no-space-left", ["presets", "-o", "/dev/full"], "no space left", "/dev/full"),
+    ("permission-denied", ["presets", "-o", "/sys/x.csv"], "permission denied", "/sys/x.csv"),
+    ("path-under-proc", ["presets", "-o", "/proc/biotrove/x.csv"], "kernel interface", "/proc"),
+    (
+        "file-where-a-folder-should-be",
+        ["presets", "-o", "{tmp}/file/sub/x.csv"],
+        "is a file where a folder should be",
+        "{tmp}/file",
+    ),
+    (
+        "file-in-place-of-the-output-folder",
+        ["presets", "-o", "{tmp}/file/x.json"],
+        "is a file where a folder is needed",
+        "{tmp}/file",
+    ),
+    (
+        "folder-where-a-file-should-be",
+        ["presets", "-o", "{tmp}/folder"],
+        "is a folder where a file is needed",
+        "{tmp}/folder",
+    ),
+    (
+        "bad-bundle-json-in-info",
+        ["info", "{tmp}/bundle"],
+        "not valid JSON (line 2",
+        "{tmp}/bundle/open_clip_config.json",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "args, says, names", [c[1:] for c in OS_ERROR_CASES], ids=[c[0] for c in OS_ERROR_CASES]
+)
+def test_os_errors_say_what_failed_where(tmp_path, args, says, names):
+    (tmp_path / "file").write_text("not a folder")
+    (tmp_path / "folder").mkdir()
+    _bad_bundle(tmp_path)
+    result = run_subprocess(*[a.format(tmp=tmp_path) for a in args])
+    assert result.returncode == 1, result.stderr
+    assert says in result.stderr and names.format(tmp=tmp_path) in result.stderr, result.stderr
+    assert "Hint:" in result.stderr
+    assert "this is a bug" not in result.stderr and "Traceback" not in result.stderr
+    assert not [p for p in tmp_path.rglob("*.tmp")]  # no temp file left behind
+
+
+def test_a_file_too_large_is_named(tmp_path):
+    target = tmp_path / "presets.json"
+    result = _limited_run(["presets", "--format", "json", "-o", target], fsize=1000)
+    assert result.returncode == 1, result.stderr
+    assert f"{target}: file too large" in result.stderr and "ulimit -f" in result.stderr
+    assert "this is a bug" not in result.stderr and "Traceback" not in result.stderr
+    assert not target.exists() and not list(tmp_path.iterdir())
+
+
+def test_a_read_only_file_system_is_named(cli, tmp_path, monkeypatch):
+    target = tmp_path / "presets.json"
+
+    def read_only(src, dst):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dst))
+
+    monkeypatch.setattr(os, "replace", read_only)
+    code, out, err = cli("presets", "-o", target)
+    assert code == 1
+    assert f"{target}: read-only file system" in err and "writable" in err
+    assert "this is a bug" not in err
+
+
+@pytest.mark.slow
+def test_a_checkpoint_that_does_not_fit_stops_training_clearly(tmp_path, train_shards):
+    """torch reports a failed write as its own RuntimeError: the OSError behind it is found."""
+    run = tmp_path / "run"
+    args = ["train", "--preset", "tiny", "--data", train_shards, "--run-dir", run]
+    args += ["--steps", "2", "--batch-size", "16", "--workers", "0", "save_every=1"]
+    result = _limited_run(args, fsize=1_000_000)  # the tiny model's checkpoint is ~5 MB
+    assert result.returncode == 1, result.stderr
+    assert "step-00000001.pt: file too large" in result.stderr, result.stderr
+    assert "this is a bug" not in result.stderr and "Traceback" not in result.stderr
+    assert json.loads((run / "run.json").read_text())["status"] == "failed"
+
+
+# -- item 9: -o into a special file writes into it, never replaces it -----------------------------
+def _eval_table(photos, path: Path) -> Path:
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "kingdom", "phylum", "class", "order", "family", "genus", "species"])
+        for p in photos[:6]:
+            w.writerow([p.path, *p.taxon.names])
+    return path
+
+
+CLASSIFY = ["classify", "{photo}", "-m", "{ckpt}", "--labels", "{labels}"]
+EVAL = ["eval", "-m", "{ckpt}", "--data", "{table}", "--labels", "{labels}", "--workers", "0"]
+DEV_NULL_CASES = [
+    *[(f"presets-{f}", ["presets", "--format", f]) for f in ("csv", "json", "jsonl", "table")],
+    ("presets-parquet", ["presets", "--format", "parquet"]),
+    ("presets-yaml", ["presets", "clip-o"]),
+    ("info-json", ["info", "{ckpt}", "--format", "json"]),
+    *[(f"classify-{f}", [*CLASSIFY, "--format", f]) for f in ("csv", "jsonl", "json", "table")],
+    ("eval-json-and-per-class", [*EVAL, "--format", "json", "--per-class", "/dev/null"]),
+    ("train-dry-run", ["train", "--preset", "tiny", "--data", "{shards}", "--dry-run"]),
+]
+
+
+@pytest.mark.parametrize("args", [c[1] for c in DEV_NULL_CASES], ids=[c[0] for c in DEV_NULL_CASES])
+def test_output_to_dev_null_works_for_every_command_and_format(
+    cli, request, tmp_path, small_world, tiny_ckpt, args
+):
+    before = os.stat("/dev/null")
+    values = {
+        "ckpt": tiny_ckpt,
+        "photo": small_world["photos"][0].path,
+        "labels": DEMO_SPECIES,
+        "table": _eval_table(small_world["photos"], tmp_path / "photos.csv"),
+        "shards": request.getfixturevalue("train_shards") if "{shards}" in args else "",
+    }
+    code, out, err = cli(*[a.format(**values) for a in args], "-o", "/dev/null")
+    assert code == 0, err
+    assert out == ""
+    after = os.stat("/dev/null")
+    assert stat.S_ISCHR(after.st_mode) and after.st_ino == before.st_ino  # the same device
+    assert not [n for n in os.listdir("/dev") if n.startswith(".null")]
+
+
+def test_output_into_a_fifo_and_through_a_symlink(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    result = run_subprocess("presets", "--format", "json", "-o", fifo)
+    reader.join(60)
+    assert result.returncode == 0, result.stderr
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)  # still a FIFO, not a file put in its place
+    assert len(json.loads(got[0])) == 4
+    # a symlink: the file it points to is replaced, the link stays a link
+    real = tmp_path / "real.csv"
+    real.write_text("old\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(real)
+    result = run_subprocess("presets", "-o", link)
+    assert result.returncode == 0, result.stderr
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert len(list(csv.DictReader(real.open()))) == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.csv", "pipe", "real.csv"]
+
+
+# -- item 16: machine output is never wrapped or styled -------------------------------------------
+def _on_a_terminal(args: list[str], columns: int) -> str:
+    """stdout and stderr of ``biotrove ARGS`` on a pseudo-terminal ``columns`` wide."""
+    main, sub = pty.openpty()
+    env = dict(os.environ, COLUMNS=str(columns), LINES="50", TERM="xterm-256color")
+    env.pop("NO_COLOR", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "biotrove_cli", *map(str, args)],
+        stdin=subprocess.DEVNULL,
+        stdout=sub,
+        stderr=sub,
+        env=env,
+        cwd=REPO,
+    )
+    os.close(sub)
+    chunks = []
+    while True:
+        try:
+            data = os.read(main, 65536)
+        except OSError:  # EIO: the terminal's other end closed
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=300)
+    os.close(main)
+    assert proc.returncode == 0, b"".join(chunks)[-3000:]
+    return b"".join(chunks).decode().replace("\r\n", "\n")
+
+
+@pytest.mark.parametrize("columns", [20, 80])
+def test_completion_and_preset_yaml_are_never_wrapped(columns):
+    from biotrove_cli.core import config
+    from biotrove_cli.core.training.config import TrainConfig
+
+    script = (REPO / "completions" / "biotrove.bash").read_text()
+    piped = run_subprocess("completion", "bash", env={"COLUMNS": str(columns)})
+    assert piped.stdout == script
+    assert _on_a_terminal(["completion", "bash"], columns) == script
+    yaml_text = config.dump_yaml(
+        config.resolve(TrainConfig, preset="clip-o"),
+        header=config.preset_header("clip-o")["command"],
+    )
+    assert run_subprocess("presets", "clip-o", env={"COLUMNS": str(columns)}).stdout == yaml_text
+    assert _on_a_terminal(["presets", "clip-o"], columns) == yaml_text
+
+
+def test_csv_and_json_ignore_the_terminal_width():
+    from biotrove_cli.core.training.config import preset_records
+
+    wide = run_subprocess("presets", "--format", "json", "-o", "-", env={"COLUMNS": "300"})
+    narrow = run_subprocess("presets", "--format", "json", "-o", "-", env={"COLUMNS": "20"})
+    assert narrow.stdout == wide.stdout and len(json.loads(narrow.stdout)) == 4
+    piped = run_subprocess("presets", env={"COLUMNS": "20"}).stdout
+    rows = list(csv.DictReader(io.StringIO(piped)))
+    descriptions = {r["preset"]: r["description"] for r in preset_records()}
+    assert {r["preset"]: r["description"] for r in rows} == descriptions  # whole, not cut
+    assert "\x1b[" not in narrow.stdout + piped
+
+
+# -- item 17: global flags after the subcommand too, and -v that says more ------------------------
+def test_quiet_and_verbose_are_accepted_after_the_subcommand(cli, tmp_path, small_world, tiny_ckpt):
+    args = ["classify", small_world["photos"][0].path, "-m", tiny_ckpt, "--labels", DEMO_SPECIES]
+    code, _, verbose = cli(*args, "-o", tmp_path / "a.csv", "-v")
+    assert code == 0, verbose
+    assert "classified 1 image" in verbose
+    # real detail: the resolved model and output, the options and the time each stage took
+    assert "model: spec" in verbose and "arch biotrove-tiny" in verbose
+    assert f"to {tmp_path / 'a.csv'}" in verbose and "image pass:" in verbose
+    assert "classify: " in verbose and " s in all" in verbose
+    code, _, quiet = cli(*args, "-o", tmp_path / "b.csv", "-q")
+    assert code == 0 and quiet == ""
+    assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
+    code, _, quiet = cli("-q", "presets", "-o", tmp_path / "p.csv")  # before it, as before
+    assert code == 0 and quiet == ""
+
+
+# -- item 18: the progress display stops before any result is printed ----------------------------
+def test_the_results_table_is_printed_after_the_progress_bar(tmp_path, small_world, tiny_ckpt):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for p in small_world["photos"][:6]:
+        (photos / p.path.name).write_bytes(p.path.read_bytes())
+    screen = _on_a_terminal(
+        ["classify", photos, "-m", tiny_ckpt, "--labels", DEMO_SPECIES, "-k", "1"], columns=160
+    )
+    title = screen.index("species predictions")
+    assert "classify" in screen[:title]  # the bar was drawn
+    assert "classify" not in screen[title:]  # and never again once results were printed
+    line_start = screen.rfind("\n", 0, title)
+    before_title = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen[line_start + 1 : title])
+    assert before_title.strip() == ""  # the title has a line of its own

@@ -154,10 +154,9 @@ def test_kill_9_then_resume_latest(tmp_path, train_shards):
     saved = _ckpts(run)
     last_step = max(int(p.stem.split("-")[1]) for p in saved)
     assert last_step < 24
-    # a plain rerun refuses to overwrite the run
-    again = run_subprocess(*args)
-    assert again.returncode == 1 and "--resume latest" in again.stderr
-    # a crash while copying: the newest checkpoint is truncated; resume skips it
+    # a crash while copying: the newest checkpoint is truncated; resume skips it, whether or
+    # not the kill landed before the `latest` pointer moved to it (the newest complete file
+    # wins; the pointer is only a hint)
     newest = max(saved, key=lambda p: int(p.stem.split("-")[1]))
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 3])
     resumed = run_subprocess(*args, "--resume", "latest")
@@ -190,7 +189,7 @@ def test_sigterm_saves_and_exits_75(tmp_path, train_shards):
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 75, err
-    assert "checkpoint saved" in err and "--resume latest" in err
+    assert "checkpoint saved" in err and "rerun the same command" in err
     assert _ckpts(run), "no checkpoint after preemption"
     assert json.loads((run / "run.json").read_text())["status"] == "preempted"
 
@@ -417,7 +416,7 @@ def test_sigusr1_to_the_launcher_preempts_every_rank(tmp_path, train_shards):
     proc.send_signal(signal.SIGUSR1)  # what SLURM sends before preempting (--signal=USR1@N)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 75, err
-    assert "stopped by SIGUSR1" in err and "--resume latest" in err
+    assert "stopped by SIGUSR1" in err and "rerun the same command" in err
     assert "[rank 1]" not in err  # one report, not one per rank
     assert _ckpts(run) and json.loads((run / "run.json").read_text())["status"] == "preempted"
 

@@ -117,7 +117,8 @@ def classify_cmd(
     """
     from biotrove_cli.core.errors import UsageError
     from biotrove_cli.core.evaluation.classify import ClassifyConfig, prepare_classify
-    from biotrove_cli.core.runtime import resolve_device
+    from biotrove_cli.core.locks import lock_output
+    from biotrove_cli.core.runtime import resolve_device, timed
     from biotrove_cli.output.predictions import write_predictions
     from biotrove_cli.output.render import resolve_format
 
@@ -148,5 +149,8 @@ def classify_cmd(
     )
     if resume and not to_file:
         raise UsageError("--resume needs -o FILE", hint="the file the interrupted run wrote")
-    job = prepare_classify(cfg, stdin=sys.stdin if "-" in paths else None)
-    write_predictions(job, fmt, output, str(summary) if summary else None)
+    # one writer per output file: a second job on it refuses before touching it
+    with lock_output(output if to_file else None, "output file"):
+        with timed("classify: inputs, labels, model and class texts"):
+            job = prepare_classify(cfg, stdin=sys.stdin if "-" in paths else None)
+        write_predictions(job, fmt, output, str(summary) if summary else None)

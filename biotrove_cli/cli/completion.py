@@ -205,4 +205,4 @@ def completion_cmd(
         return
     if shell is None:
         raise UsageError("name a shell (bash, zsh, fish) or pass --write DIR")
-    console.out().print(generate(shell, root), end="", markup=False, highlight=False)
+    console.write_out(generate(shell, root))

@@ -24,7 +24,9 @@ def _run(args: list[str]) -> None:
 
     console.info("$ biotrove " + " ".join(shlex.quote(a) for a in args))
     command = click.get_current_context().find_root().command
-    rv = command.main(args=args, prog_name="biotrove", standalone_mode=False)
+    # the root's callback sets the consoles again for each step: hand on the demo's own -q/-v
+    verbosity = ["-q"] * console.STATE.quiet + ["-v"] * console.STATE.verbose
+    rv = command.main(args=verbosity + args, prog_name="biotrove", standalone_mode=False)
     if isinstance(rv, int) and rv != 0:
         raise BiotroveError(
             f"demo step `biotrove {args[0]}` ended with exit code {rv}", exit_code=rv
@@ -97,9 +99,9 @@ def _steps(
     out: Path, world: Any, *, steps: int, nproc: int, seed: int
 ) -> list[tuple[str, list[str]]]:
     """The demo's commands after the sample world, each as (title, arguments): the one list
-    that is run and then printed for repeating a step by hand."""
+    that is run and then printed for repeating a step by hand. Each works again as printed:
+    shard and train resume (train's ``--resume auto``), the others rewrite their output."""
     from biotrove_cli.core import demo as demolib
-    from biotrove_cli.core.models.checkpoint import list_checkpoints
 
     shards, run, model = str(out / "shards"), out / "run", str(out / "model")
     shard = ["shard", str(world.metadata), "--images", str(world.images), "--out", shards]
@@ -110,8 +112,6 @@ def _steps(
     train += ["--run-dir", str(run), "--steps", str(steps), "--nproc-per-node", str(nproc)]
     train += ["--batch-size", str(64 // nproc), "--workers", "0", "--seed", str(seed)]
     train += [f"val_every={max(1, steps // 3)}", f"save_every={max(1, steps // 6)}"]
-    if list_checkpoints(run):
-        train += ["--resume", "latest"]
     per_class = str(out / "eval-per-class.csv")
     evaluate = ["eval", "--model", str(run), "--data", shards, "--split", "val"]
     evaluate += ["--per-class", per_class]

@@ -280,7 +280,7 @@ def eval_cmd(
         payload = run_eval(
             cfg,
             nproc=nproc_per_node,
-            worker=(WORKER_MODULE, "eval", *(["--quiet"] if console.STATE.quiet else [])),
+            worker=(WORKER_MODULE, "eval", *console.worker_flags()),
         )
     else:
         what = (

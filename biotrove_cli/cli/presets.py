@@ -26,9 +26,13 @@ def presets_cmd(
     if name:
         cfg = config.resolve(TrainConfig, preset=name)
         header = config.preset_header(name)
-        console.out().print(
-            config.dump_yaml(cfg, header=header["command"]), end="", markup=False, highlight=False
-        )
+        text = config.dump_yaml(cfg, header=header["command"])
+        if output is not None and str(output) != "-":
+            from biotrove_cli.core.io import atomic_write_text
+
+            atomic_write_text(output, text)
+        else:
+            console.write_out(text)
         return
     emit(
         preset_records(),

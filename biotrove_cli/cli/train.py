@@ -137,13 +137,15 @@ def train_cmd(
         ),
     ] = 0,
     resume: Annotated[
-        str | None,
+        str,
         typer.Option(
             "--resume",
-            metavar="latest|PATH",
-            help="Continue a run from its latest complete checkpoint or a given one.",
+            metavar="auto|latest|PATH",
+            help="auto: continue the run in --run-dir from its newest complete checkpoint, or "
+            "start one when the folder holds none (rerunning a command resumes it); latest: "
+            "a checkpoint must exist; PATH: continue from that checkpoint file.",
         ),
-    ] = None,
+    ] = "auto",
     allow_config_change: Annotated[
         bool,
         typer.Option("--allow-config-change", help="Allow a resumed run to change its schedule."),
@@ -172,8 +174,6 @@ def train_cmd(
     output: OutputOpt = None,
 ) -> None:
     """Train or fine-tune a CLIP model on biotrove shards (one process, or torchrun)."""
-    import sys
-
     from biotrove_cli.core import config as configlib
     from biotrove_cli.core.distributed.launch import LaunchConfig
     from biotrove_cli.core.errors import UsageError
@@ -202,13 +202,15 @@ def train_cmd(
     cfg = configlib.resolve(
         TrainConfig, preset=preset, config_file=config_file, flags=flags, overrides=overrides or []
     )
-    if resume and not cfg.run_dir:
-        raise UsageError("--resume needs the run's folder", hint="add --run-dir runs/NAME")
+    if resume != "auto" and not cfg.run_dir:
+        raise UsageError(
+            f"--resume {resume} needs the run's folder", hint="add --run-dir runs/NAME"
+        )
     if not cfg.run_dir:
         cfg.run_dir = str(default_run_dir(preset or cfg.model.arch))
     if print_config:
         header = f"biotrove train config (preset: {preset or 'none'})"
-        sys.stdout.write(configlib.dump_yaml(cfg, header=header))
+        console.write_out(configlib.dump_yaml(cfg, header=header))
         return
     launch_cfg = LaunchConfig(
         nproc_per_node=nproc_per_node,
@@ -237,6 +239,7 @@ def train_cmd(
             resume=resume,
             allow_config_change=allow_config_change,
             quiet=console.STATE.quiet,
+            verbose=console.STATE.verbose,
             callbacks=reporter,
             worker=(WORKER_MODULE, "train"),
         )

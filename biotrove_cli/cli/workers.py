@@ -1,12 +1,14 @@
 """The one module torchrun starts on every rank, for training and for evaluation.
 
-``python -m biotrove_cli.cli.workers train --config RUN/launch.yaml [--resume latest|auto|PATH]``
+``python -m biotrove_cli.cli.workers train --config RUN/launch.yaml [--resume auto|latest|PATH]``
 ``python -m biotrove_cli.cli.workers eval --worker-config CFG.json --worker-result OUT.json``
 
 Each worker runs its part of the job (:func:`biotrove_cli.core.training.launch.run_worker`,
 :func:`biotrove_cli.core.evaluation.run.run_worker`) with progress drawn on rank 0, inside one
 error boundary: ``Error:``/``Hint:`` lines and exit codes, as ``main()`` is for the CLI (one
-process runs in the ``biotrove`` process itself, through the CLI's own boundary).
+process runs in the ``biotrove`` process itself, through the CLI's own boundary). A worker ends
+with the process that launched it, even when that one is killed with SIGKILL
+(:func:`biotrove_cli.core.processes.die_with_parent`).
 """
 
 from __future__ import annotations
@@ -65,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if os.environ.get("TORCHELASTIC_RUN_ID") is not None:
+        from biotrove_cli.core.processes import die_with_parent
+
+        die_with_parent()  # torchrun put us in our own session: nothing else would stop us
     args = _parser().parse_args(argv)
     console.configure(quiet=args.quiet, verbose=args.verbose)
     if args.task == "train":
@@ -79,16 +85,16 @@ def worker_boundary(body: Callable[[], Any]) -> int:
     becomes ``Error:`` (prefixed with the rank off rank 0) and ``Hint:`` lines and its exit
     code; Ctrl-C exits 130; ``BIOTROVE_DEBUG=1`` re-raises for the traceback (the same test of
     the variable as the CLI's)."""
-    from biotrove_cli.core.errors import BiotroveError, PreemptedError
+    from biotrove_cli.core.errors import BiotroveError, InterruptedByUser, PreemptedError
 
     rank = os.environ.get("RANK", "0")
     try:
         body()
         return 0
-    except PreemptedError as exc:
+    except (PreemptedError, InterruptedByUser) as exc:
         if os.environ.get("TORCHELASTIC_RUN_ID") is None:
             raise  # one process: the CLI's boundary reports it
-        # under torchrun the launcher reports the preemption once; rank 0 adds the step
+        # under torchrun the launcher reports the stop once; rank 0 adds the step
         if rank == "0":
             console.info(exc.message)
         return exc.exit_code
@@ -100,6 +106,16 @@ def worker_boundary(body: Callable[[], Any]) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # an ordinary OS error (no space left...) is the user's to fix
+        from biotrove_cli.core.errors import from_os_error, os_error_in
+
+        os_exc = os_error_in(exc)
+        known = from_os_error(os_exc) if os_exc is not None else None
+        if known is None or console.debug_enabled():
+            raise
+        prefix = "" if rank == "0" else f"[rank {rank}] "
+        console.error(prefix + known.message, known.hint)
+        return known.exit_code
 
 
 if __name__ == "__main__":

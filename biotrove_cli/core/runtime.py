@@ -198,3 +198,15 @@ def tqdm_progress(desc: str, unit: str = "it", enabled: bool = True) -> Iterator
     finally:
         for bar in bars:
             bar.close()
+
+
+@contextlib.contextmanager
+def timed(stage: str) -> Iterator[None]:
+    """Log how long ``stage`` took (``-v``: timings per stage), also when it fails."""
+    import time
+
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        log.debug("%s: %.2f s", stage, time.perf_counter() - t0)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -23,12 +26,40 @@ _out: Console | None = None
 _err: Console | None = None
 
 
+_LIVE: list = []  # progress displays drawing on stderr now (see live())
+
+
+@contextlib.contextmanager
+def live(display: Any) -> Iterator[None]:
+    """While the block runs, ``display`` (a Rich Progress or Live) is the one drawing: it is
+    stopped before any result is printed (:func:`out`)."""
+    _LIVE.append(display)
+    try:
+        yield
+    finally:
+        _LIVE.remove(display)
+
+
+def stop_live() -> None:
+    """Stop every progress display, so that what follows is not drawn into it."""
+    for display in _LIVE:
+        display.stop()
+
+
 def out() -> Console:
-    """The stdout console (results: tables, records)."""
+    """The stdout console (results: tables, records); any progress display is stopped first."""
     global _out
+    stop_live()
     if _out is None or _out.file is not sys.stdout:
         _out = Console(file=sys.stdout, soft_wrap=False, highlight=False)
     return _out
+
+
+def write_out(text: str) -> None:
+    """Machine text on stdout exactly as given (a completion script, YAML): never through Rich,
+    so never wrapped at the terminal's width and never styled, whatever stdout is."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def err() -> Console:
@@ -109,6 +140,20 @@ def error(message: str, hint: str | None = None) -> None:
     err().print(f"[bold red]Error:[/] {escape(message)}")
     if hint:
         err().print(f"[bold]Hint:[/] {escape(hint)}")
+
+
+def interrupted(message: str, hint: str | None = None) -> None:
+    """A job stopped by Ctrl-C after saving its place: not an error, but what to do next."""
+    err().print(f"[bold yellow]Interrupted:[/] {escape(message)}")
+    if hint:
+        err().print(f"[bold]Hint:[/] {escape(hint)}")
+
+
+def worker_flags() -> list[str]:
+    """This process's verbosity as the flags of a torchrun worker (``cli/workers.py``)."""
+    return (["--quiet"] if STATE.quiet else []) + (
+        ["--verbose", str(STATE.verbose)] if STATE.verbose else []
+    )
 
 
 def debug_enabled() -> bool:

@@ -45,16 +45,25 @@ def write_predictions(
             else TABLE_COLUMNS
         ),
     )
+    console.debug(
+        "model: " + ", ".join(f"{k} {v}" for k, v in s.model.items() if v not in (None, ""))
+    )
+    console.debug(f"labels: {s.labels or cfg.labels}; class texts {s.text}")
+    console.debug(f"{len(job.files)} images, batches of {cfg.batch_size}")
     try:
-        with progress.progress("classify", total=len(job.files), unit="images") as cb, sink:
-            for records in job.run(cb):
-                sink.write_many(records)
-                sink.sync()
+        # the table is printed when the sink closes: the progress display must be gone by then
+        # (else the title lands on the bar's line and the bar is redrawn under the table)
+        with sink:
+            with progress.progress("classify", total=len(job.files), unit="images") as cb:
+                for records in job.run(cb):
+                    sink.write_many(records)
+                    sink.sync()
             sink.summary = s.as_dict()
     except KeyboardInterrupt:
         if streamed:
             console.warn(f"interrupted; rerun the same command with --resume to finish {output}")
         raise
+    console.debug(f"image pass: {s.seconds:.2f} s")
     console.info(_summary(s, output if to_file else None))
 
 

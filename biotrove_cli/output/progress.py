@@ -1,4 +1,8 @@
-"""Progress on stderr: a Rich bar for humans, nothing when stderr is not a TTY or with --quiet."""
+"""Progress on stderr: a Rich bar for humans, nothing when stderr is not a TTY or with --quiet.
+
+Results never pass through the bar: stdout is not redirected into it (Rich would print what a
+command writes to stdout on the bar's console, stderr), and the bar stops before any result is
+printed on the terminal (:func:`biotrove_cli.output.console.out` stops it)."""
 
 from __future__ import annotations
 
@@ -47,7 +51,15 @@ def progress(description: str, total: int | None = None, unit: str = "") -> Iter
         TimeRemainingColumn(),
         TextColumn("{task.fields[postfix]}"),
     ]
-    with Progress(*columns, console=console.err(), transient=False, refresh_per_second=8) as bar:
+    bar = Progress(
+        *columns,
+        console=console.err(),
+        transient=False,
+        refresh_per_second=8,
+        redirect_stdout=False,  # results go to stdout, whatever the bar does on stderr
+        redirect_stderr=False,  # our stderr lines go through the same console: above the bar
+    )
+    with bar, console.live(bar):
         task = bar.add_task(description, total=total, postfix="")
         last = [0.0]
 
@@ -63,4 +75,5 @@ def progress(description: str, total: int | None = None, unit: str = "") -> Iter
 
         update.postfix = postfix  # type: ignore[attr-defined]
         yield update
-        bar.refresh()
+        if bar.live.is_started:
+            bar.refresh()

@@ -14,6 +14,7 @@ and an empty cell in CSV, and CSV keeps six decimals as JSONL does. What a run s
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -142,6 +143,8 @@ class RecordSink:
         self._fh: IO[str] | None = None
         self._csv: Any = None
         self._tmp: Path | None = None
+        self._target: Path | None = None  # what the temp file replaces (a symlink's target)
+        self._direct = False  # a special file (/dev/null, a FIFO): no temp file, no fsync
         self._closed = False
         self._parquet_writer: Any = None
 
@@ -150,16 +153,31 @@ class RecordSink:
         if self._fh is None:
             if self.output is None:
                 self._fh = sys.stdout
-            elif self.append:
-                self.output.parent.mkdir(parents=True, exist_ok=True)
-                self._fh = open(self.output, "a", encoding="utf-8", newline="")
-            else:
-                self.output.parent.mkdir(parents=True, exist_ok=True)
-                self._tmp = self.output.with_name(f".{self.output.name}.{os.getpid()}.tmp")
-                self._fh = open(self._tmp, "w", encoding="utf-8", newline="")
+                return self._fh
+            from biotrove_cli.core.io import is_special_file, name_os_errors, write_target
+
+            target = write_target(self.output)
+            with name_os_errors(target):
+                if is_special_file(target):  # /dev/null, a FIFO: written as it is
+                    self._fh = open(target, "a" if self.append else "w", encoding="utf-8")
+                    self._direct = True
+                elif self.append:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    self._fh = open(target, "a", encoding="utf-8", newline="")
+                else:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    self._tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+                    self._target = target
+                    self._fh = open(self._tmp, "w", encoding="utf-8", newline="")
         return self._fh
 
     def write(self, record: dict[str, Any]) -> None:
+        from biotrove_cli.core.io import name_os_errors
+
+        with name_os_errors(self.output or "<stdout>"):
+            self._write(record)
+
+    def _write(self, record: dict[str, Any]) -> None:
         self.count += 1
         if self.columns is None:
             self.columns = list(record)
@@ -191,15 +209,24 @@ class RecordSink:
 
     def sync(self) -> None:
         """Flush and fsync a file being appended to (resume points)."""
+        from biotrove_cli.core.io import name_os_errors
+
         if self._fh is not None and self._fh is not sys.stdout:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
+            with name_os_errors(self.output or "<stdout>"):
+                self._fh.flush()
+                if not self._direct:
+                    os.fsync(self._fh.fileno())
 
     def close(self) -> None:
+        from biotrove_cli.core.io import name_os_errors
+
         if self._closed:
             return
         self._closed = True
-        self._write_records()
+        with name_os_errors(self.output or "<stdout>"):
+            self._write_records()
+        where = "stdout" if self.output is None else str(Path(self.output).absolute())
+        console.debug(f"wrote {self.count} records as {self.fmt.value} to {where}")
         if self.summary_path is not None and self.summary is not None:
             write_summary(self.summary_path, self.summary)
 
@@ -238,10 +265,11 @@ class RecordSink:
         """Stop without replacing the output (a failed run leaves the old file as it was)."""
         self._closed = True
         if self._fh is not None and self._fh is not sys.stdout:
-            if self.append:
-                self._fh.flush()
-                os.fsync(self._fh.fileno())
-            self._fh.close()
+            with contextlib.suppress(OSError):  # already failing: keep the first error
+                if self.append and not self._direct:
+                    self._fh.flush()
+                    os.fsync(self._fh.fileno())
+                self._fh.close()
             if self._tmp is not None and self._tmp.exists():
                 self._tmp.unlink()
 
@@ -251,13 +279,20 @@ class RecordSink:
                 sys.stdout.flush()
             return
         self._fh.flush()
-        os.fsync(self._fh.fileno())
+        if not self._direct:
+            os.fsync(self._fh.fileno())
         self._fh.close()
         if self._tmp is not None:
-            os.replace(self._tmp, self.output)  # type: ignore[arg-type]
+            assert self._target is not None
+            try:
+                os.replace(self._tmp, self._target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    self._tmp.unlink()
+                raise
             from biotrove_cli.core.io import fsync_dir
 
-            fsync_dir(self.output.parent)  # type: ignore[union-attr]
+            fsync_dir(self._target.parent)
 
     def _print_table(self) -> None:
         cols = self.table_columns or self.columns or []

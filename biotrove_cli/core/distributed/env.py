@@ -64,6 +64,7 @@ def init_process_group(device_type: str, timeout_s: float = 1800.0) -> DistEnv:
 
     env = dist_env()
     if env.is_distributed and not dist.is_initialized():
+        _import_before_the_group()
         backend = "nccl" if device_type == "cuda" else "gloo"
         timeout = datetime.timedelta(seconds=timeout_s)
         if os.environ.get("TORCHELASTIC_RUN_ID") is not None:
@@ -82,6 +83,21 @@ def init_process_group(device_type: str, timeout_s: float = 1800.0) -> DistEnv:
         else:
             dist.init_process_group(backend=backend, timeout=timeout)
     return env
+
+
+def _import_before_the_group() -> None:
+    """Import ``torch.distributed.nn`` while no process group is up.
+
+    Its functions take ``group=group.WORLD`` as a default argument, bound when the module is
+    first imported. open_clip imports it (for its loss), and the trainer and the eval workers
+    import open_clip after joining the group: the defaults then held the group itself, which so
+    outlived ``destroy_process_group`` with gloo's threads and sockets until interpreter
+    shutdown. Torn down there, in no particular order while the peer ranks exit too, it could
+    abort a worker at exit (SIGABRT, and torchrun reports the job failed). Imported first, the
+    defaults are None (the default group, looked up at each call) and destroying the group
+    really ends it.
+    """
+    import torch.distributed.nn  # noqa: F401
 
 
 @contextlib.contextmanager

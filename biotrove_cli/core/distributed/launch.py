@@ -5,7 +5,9 @@ rendezvous). Otherwise ``torch.distributed.run`` starts ``nproc_per_node`` worke
 multi-node jobs meet through a c10d rendezvous (``rdzv_endpoint`` + ``rdzv_id``), and
 ``max_restarts`` lets torchrun restart failed workers (the worker resumes from its latest
 checkpoint). A worker that dies takes the job down: torchrun stops the others and this function
-raises a :class:`LaunchError` naming the failed rank and its exit code.
+raises a :class:`LaunchError` naming the failed rank and its exit code. The workers end with
+this process, however it ends (:mod:`biotrove_cli.core.processes`): they watch its pid, which
+they find in their environment.
 """
 
 from __future__ import annotations
@@ -127,6 +129,9 @@ def launch(module: str, module_args: list[str], cfg: LaunchConfig) -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     from torch.distributed.elastic.multiprocessing.api import SignalException
 
+    from biotrove_cli.core.processes import mark_launcher
+
+    mark_launcher()  # the workers end when this process does, even by kill -9
     args = get_args_parser().parse_args(cfg.torchrun_args(module, module_args))
     try:
         run(args)
@@ -136,7 +141,7 @@ def launch(module: str, module_args: list[str], cfg: LaunchConfig) -> None:
             raise KeyboardInterrupt from None
         raise PreemptedError(
             f"stopped by {exc.sigval.name}; the workers saved a checkpoint",
-            hint="requeue the job, or run the same command with --resume latest",
+            hint="requeue the job, or rerun the same command: it continues from the checkpoint",
         ) from None
     except ChildFailedError as exc:
         failures = exc.failures  # global rank -> ProcessFailure
@@ -144,11 +149,12 @@ def launch(module: str, module_args: list[str], cfg: LaunchConfig) -> None:
         if codes == {PreemptedError.exit_code}:
             raise PreemptedError(
                 "training was preempted; a checkpoint was saved",
-                hint="requeue the job, or run the same command with --resume latest",
+                hint="requeue the job, or rerun the same command: it continues from the checkpoint",
             ) from None
         parts = [_describe_failure(rank, f.exitcode) for rank, f in sorted(failures.items())]
         raise LaunchError(
             "a worker failed: " + "; ".join(parts),
             hint="the failing rank's error is printed above; the job was stopped on every "
-            "rank. Fix it and rerun with --resume latest",
+            "rank. Fix it and rerun the same command (training continues from its latest "
+            "checkpoint)",
         ) from None

@@ -420,7 +420,10 @@ def image_loader(dataset: Any, batch_size: int, workers: int, pin_memory: bool =
         "pin_memory": pin_memory,
     }
     if workers > 0:
+        from biotrove_cli.core.processes import loader_worker_init
+
         kwargs["prefetch_factor"] = 4
+        kwargs["worker_init_fn"] = loader_worker_init  # they end with this process
     return DataLoader(dataset, **kwargs)
 
 

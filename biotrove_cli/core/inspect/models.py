@@ -42,7 +42,6 @@ def describe_checkpoint(path: Path) -> Report:
 
 
 def describe_bundle(path: Path) -> Report:
-    import json
 
     from biotrove_cli.core.layout import (
         BUNDLE_CONFIG,
@@ -54,8 +53,8 @@ def describe_bundle(path: Path) -> Report:
 
     onnx = not (path / BUNDLE_CONFIG).is_file()
     rep = Report("bundle", f"{path.name}: exported model ({'ONNX' if onnx else 'open_clip'})")
-    cfg = json.loads((path / (ONNX_CONFIG if onnx else BUNDLE_CONFIG)).read_text())
-    meta = json.loads((path / BUNDLE_META).read_text()) if (path / BUNDLE_META).is_file() else {}
+    cfg = _json_object(path / (ONNX_CONFIG if onnx else BUNDLE_CONFIG))
+    meta = _json_object(path / BUNDLE_META) if (path / BUNDLE_META).is_file() else {}
     for key in (
         "arch",
         "quick_gelu",
@@ -86,3 +85,16 @@ def describe_bundle(path: Path) -> Report:
         rep.add("labels", "precomputed embeddings", (path / BUNDLE_EMBEDDINGS).is_file())
     rep.document = {"bundle": meta}
     return rep
+
+
+def _json_object(path: Path) -> dict:
+    """A bundle's JSON file, which must hold an object (a clear error when it does not)."""
+    from biotrove_cli.core.io import read_json
+
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise InputError(
+            f"{path}: expected a JSON object, found {type(data).__name__}",
+            hint="the file was edited; export the model again with `biotrove export`",
+        )
+    return data

@@ -4,8 +4,9 @@
   their pickle; exactly those types are allowed (torch.serialization safe globals). A pickle
   that would import or call anything else is refused with :class:`UnsafeCheckpointError`.
 * Saving goes through a temp file, fsync and an atomic rename; a run's ``latest`` pointer is
-  updated only after the checkpoint is complete. Resolving "latest" skips truncated or
-  unreadable files with a warning.
+  updated only after the checkpoint is complete. Resolving "latest" takes the newest complete
+  step checkpoint (the pointer is a hint) and skips truncated or unreadable files with a
+  warning.
 """
 
 from __future__ import annotations
@@ -252,21 +253,22 @@ def looks_complete(path: Path) -> bool:
 def resolve_latest(run_dir: str | Path) -> Path | None:
     """The newest complete checkpoint of a run, or None.
 
-    Tries the ``latest`` pointer first, then every step checkpoint newest first; truncated or
-    unreadable files are skipped with a warning.
+    Every step checkpoint is tried newest (highest step) first; truncated or unreadable files
+    are skipped with a warning. The ``latest`` pointer is only a hint, tried last: a job killed
+    between writing a checkpoint and moving the pointer leaves it one checkpoint behind, and
+    the newer complete file must still win.
     """
     run_dir = Path(run_dir)
     ckdir = run_dir / CHECKPOINT_DIR
-    candidates: list[Path] = []
+    candidates = list_checkpoints(run_dir)
     pointer = ckdir / LATEST
     if pointer.is_file():
         try:
             name = pointer.read_text().strip()
         except OSError:
             name = ""
-        if name:
+        if name and ckdir / name not in candidates:
             candidates.append(ckdir / name)
-    candidates += [p for p in list_checkpoints(run_dir) if p not in candidates]
     for path in candidates:
         if not path.exists():
             continue

@@ -407,11 +407,15 @@ def make_loader(
 
     kwargs: dict[str, Any] = {}
     if plan.workers > 0:
+        from biotrove_cli.core.processes import loader_worker_init
+
         kwargs = {
             "num_workers": plan.workers,
             "persistent_workers": False,
             "prefetch_factor": 2,
             "multiprocessing_context": "fork" if _fork_ok() else "spawn",
+            # workers end with the trainer (even after kill -9) and leave Ctrl-C to it
+            "worker_init_fn": loader_worker_init,
         }
     generator = torch.Generator()
     generator.manual_seed(plan.seed * 1000003 + epoch * 7919 + plan.rank)

@@ -2,8 +2,10 @@
 
 A checkpoint carries model, optimizer, scaler, step, epoch, batch position, RNG states, the data
 layout (workers, world size, batch size) and the resolved config; it is written atomically, then
-``latest`` points at it, and only the newest ``keep_last`` are kept. ``resume="latest"`` skips
-truncated files; changing the schedule on resume is refused unless ``allow_config_change``.
+``latest`` points at it, and only the newest ``keep_last`` are kept. ``resume="auto"`` (the CLI's
+default) continues a run folder's newest complete checkpoint or starts afresh in an empty one;
+``resume="latest"`` insists on a checkpoint; both skip truncated files. Changing the schedule on
+resume is refused unless ``allow_config_change``.
 """
 
 from __future__ import annotations
@@ -115,7 +117,8 @@ def load_training_state(path: Path, cfg_dict: dict, allow_config_change: bool) -
         raise TrainingError(
             "resuming with a different schedule would silently change the run: "
             + "; ".join(changes),
-            hint="resume with the original settings, or pass --allow-config-change",
+            hint="resume with the original settings, pass --allow-config-change, or choose "
+            "a new --run-dir for a new run",
         )
     return state
 
@@ -135,8 +138,14 @@ def warn_on_layout_change(state: dict[str, Any], workers: int, world_size: int) 
 
 
 def find_resume_checkpoint(run_dir: Path, resume: str | None) -> Path | None:
-    """The checkpoint ``resume`` names: ``latest``, ``auto`` (torchrun restarts), or a path."""
-    from biotrove_cli.core.models.checkpoint import resolve_latest
+    """The checkpoint ``resume`` names, or None for a fresh start.
+
+    ``auto`` (the CLI's default, and torchrun restarts): the newest complete checkpoint when
+    the run folder holds one, a fresh start when it holds none, an error when it holds only
+    unreadable ones (a fresh start would write over them). ``latest``: the newest complete
+    checkpoint, which must exist. Anything else is a checkpoint file.
+    """
+    from biotrove_cli.core.models.checkpoint import list_checkpoints, resolve_latest
 
     if not resume:
         return None
@@ -145,11 +154,17 @@ def find_resume_checkpoint(run_dir: Path, resume: str | None) -> Path | None:
         if path is None:
             raise TrainingError(
                 f"--resume latest: {run_dir} has no complete checkpoint",
-                hint="start the run without --resume",
+                hint="start the run with --resume auto (the default)",
             )
         return path
-    if resume == "auto":  # torchrun restarts: latest if any, else a fresh start
-        return resolve_latest(run_dir)
+    if resume == "auto":
+        path = resolve_latest(run_dir)
+        if path is None and list_checkpoints(run_dir):
+            raise TrainingError(
+                f"{run_dir} holds checkpoints, but none of them is complete",
+                hint="continue from one with --resume PATH, or choose a new --run-dir",
+            )
+        return path
     path = Path(resume)
     if not path.is_file():
         raise InputError(
@@ -166,5 +181,5 @@ def refuse_to_overwrite(run_dir: Path) -> None:
     if list_checkpoints(run_dir):
         raise TrainingError(
             f"{run_dir} already holds a run with checkpoints",
-            hint="continue it with --resume latest, or choose a new --run-dir",
+            hint="continue it with --resume auto (the CLI's default), or choose a new --run-dir",
         )

@@ -14,6 +14,8 @@ Reliability:
 * ``resume="latest"`` skips truncated files; changing the schedule on resume is refused unless
   ``allow_config_change``; under torchrun restarts the workers resume by themselves;
 * SIGTERM/SIGUSR1 (SLURM preemption): save, then raise PreemptedError (exit 75 -> requeue);
+  Ctrl-C (SIGINT): save, then raise InterruptedByUser (exit 130); run.json records how the run
+  ended (finished, preempted, interrupted, failed), and rerunning the command continues it;
 * a non-finite loss skips the step; ``max_nonfinite`` in a row stops with an error, keeping the
   last good checkpoint;
 * a shard that cannot be read (after retries) or ends early is warned about and counted
@@ -43,13 +45,19 @@ from typing import Any
 
 from biotrove_cli.core import config as configlib
 from biotrove_cli.core.distributed.env import any_rank, barrier, dist_env, process_group
-from biotrove_cli.core.errors import BiotroveError, PreemptedError, TrainingError
+from biotrove_cli.core.errors import (
+    BiotroveError,
+    InterruptedByUser,
+    PreemptedError,
+    TrainingError,
+)
 from biotrove_cli.core.layout import CHECKPOINT_DIR, checkpoint_name
 from biotrove_cli.core.runtime import (
     device_type,
     is_cuda,
     resolve_device,
     resolve_precision,
+    timed,
     training_threads,
 )
 from biotrove_cli.core.training import run as runlib
@@ -131,17 +139,33 @@ class Trainer:
 
     # -- setup -----------------------------------------------------------------------------------
     def setup(self) -> None:
-        """Every setup piece, in an order that checks all inputs before anything is written."""
-        self.setup_process_group()
-        self.setup_data()
-        self.find_checkpoint()
-        self.setup_validation()
-        self.setup_model()
-        self.setup_plan()
-        self.setup_optim()
-        self.resume()
-        self.setup_parallel()
-        self.setup_run_folder()
+        """Every setup piece, in an order that checks all inputs before anything is written
+        (with ``-v``, each one's time and the decisions taken)."""
+        for piece in (
+            self.setup_process_group,
+            self.setup_data,
+            self.find_checkpoint,
+            self.setup_validation,
+            self.setup_model,
+            self.setup_plan,
+            self.setup_optim,
+            self.resume,
+            self.setup_parallel,
+            self.setup_run_folder,
+        ):
+            with timed(f"train setup: {piece.__name__.removeprefix('setup_')}"):
+                piece()
+        log.debug(
+            "train: run folder %s, %s from %s, data %s (%d shards, %d data workers per "
+            "process, %d CPU threads)",
+            self.run_dir.absolute(),
+            "resuming" if self.checkpoint_path else "starting afresh",
+            self.checkpoint_path or "no checkpoint",
+            self.cfg.data.train,
+            len(self.shards),
+            self.plan.workers,
+            torch_threads(),
+        )
 
     def setup_process_group(self) -> None:
         """This process's device, place in the process group, CPU threads and precision."""
@@ -322,7 +346,10 @@ class Trainer:
         except PreemptedError:
             self._write_status("preempted")
             raise
-        except TrainingError:
+        except (InterruptedByUser, KeyboardInterrupt):
+            self._write_status("interrupted")
+            raise
+        except Exception:  # a TrainingError, a full disk...: run.json must not say running
             self._write_status("failed")
             raise
 
@@ -492,15 +519,21 @@ class Trainer:
             self._t_log, self._samples_since_log = now, 0
 
     def _stop_if_signalled(self, batch: int) -> None:
-        """Save and stop (PreemptedError) when any rank got SIGTERM/SIGUSR1 (a collective)."""
+        """Save and stop when any rank got a stop signal (a collective): InterruptedByUser
+        after Ctrl-C, PreemptedError after SIGTERM/SIGUSR1."""
         if not any_rank(self.signals.received is not None, self.device):
             return
         self.batch_in_epoch = batch  # this batch was not trained on
         self.save_checkpoint()
+        if self.signals.interrupted:
+            raise InterruptedByUser(
+                f"interrupted at step {self.global_step}; checkpoint saved",
+                hint="rerun the same command to continue the run from there",
+            )
         raise PreemptedError(
             f"stopped by {self.signals.received or 'a signal on another rank'} at step "
             f"{self.global_step}; checkpoint saved",
-            hint="requeue the job, or run the same command with --resume latest",
+            hint="requeue the job, or rerun the same command: it continues from the checkpoint",
         )
 
     # -- checkpoints, validation, the end --------------------------------------------------------
@@ -551,8 +584,11 @@ class Trainer:
             self.metrics_log.write(record)
 
     def _write_status(self, status: str) -> None:
+        import contextlib
+
         if self.is_main:
-            runlib.write_run_json(self.run_dir, status=status, steps=self.global_step)
+            with contextlib.suppress(OSError):  # e.g. the disk is full: keep the first error
+                runlib.write_run_json(self.run_dir, status=status, steps=self.global_step)
             if self.metrics_log is not None:
                 self.metrics_log.status = status
 
@@ -579,6 +615,12 @@ class Trainer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def train(cfg: TrainConfig, **options: Any) -> TrainResult:

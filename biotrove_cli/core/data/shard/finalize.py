@@ -20,10 +20,17 @@ from biotrove_cli.core.taxonomy.lineage import Taxon
 
 
 def _may_precede_plan(name: str) -> bool:
-    """What an output folder may hold before its plan.json: download logs and the temp file of
-    a plan write that was killed. Anything else may be someone's data, which is never touched.
+    """What an output folder may hold before its plan.json: download logs, the temp file of a
+    plan write that was killed, and lock files. Anything else may be someone's data, which is
+    never touched.
     (A --part run that started a moment earlier writes plan.json before any split folder.)"""
-    return name.startswith("downloads") or (name.startswith(".") and name.endswith(".tmp"))
+    from biotrove_cli.core.locks import is_lock_file
+
+    return (
+        name.startswith("downloads")
+        or (name.startswith(".") and name.endswith(".tmp"))
+        or is_lock_file(name)  # the lock of this job (or of another --part)
+    )
 
 
 # -- the output folder ------------------------------------------------------------------------

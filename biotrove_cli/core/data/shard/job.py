@@ -95,18 +95,30 @@ def shard_dataset(
 ) -> ShardResult:
     """Plan, (download,) write this part's units, and finalize when the whole plan is done.
 
+    The output folder is locked for the job (one writer per folder and ``--part``).
+
     Args:
         progress: ``(done, total)`` callback for the current phase.
         phase: called with (phase name, total) when a phase (``download``, ``shard``) starts.
 
     Raises:
         ConfigError: bad arguments (all listed).
+        BusyError: another live job is writing this folder (the same ``--part``).
         InputError / SchemaError: metadata or images unusable, empty selection; with
             ``--strict``, the first bad sample.
         OutputExistsError: ``--out`` holds another dataset.
         BiotroveError (exit 130): interrupted; rerunning resumes.
     """
+    from biotrove_cli.core.locks import lock_folder, part_lock_name
+
     _check(cfg)
+    with lock_folder(Path(cfg.out), "dataset", name=part_lock_name(*cfg.part)):
+        return _shard_locked(cfg, progress, phase)
+
+
+def _shard_locked(
+    cfg: ShardConfig, progress: ProgressFn | None, phase: PhaseFn | None
+) -> ShardResult:
     t_start = time.monotonic()
     started_iso = datetime.now(timezone.utc).isoformat(timespec="seconds")
     plan = make_plan(cfg)

@@ -1,5 +1,7 @@
 """Spreading units over ``--workers`` processes (spawned, so safe beside threads), with
-shared progress, Ctrl-C handled by the parent and orphans that publish nothing."""
+shared progress, Ctrl-C handled by the parent, and writers that end with it: killed with the
+parent (even by kill -9, :func:`biotrove_cli.core.processes.die_with_parent`), and an orphan
+that got that far publishes nothing."""
 
 from __future__ import annotations
 
@@ -19,6 +21,9 @@ _W: dict[str, Any] = {}
 def _worker_init(settings: WriteSettings, counter: Any, parent: int) -> None:
     import signal
 
+    from biotrove_cli.core.processes import die_with_parent
+
+    die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C for everyone
     _W["settings"] = settings
     _W["counter"] = counter

@@ -13,7 +13,6 @@ import logging
 import math
 import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 from biotrove_cli.core.errors import VerificationError
 from biotrove_cli.core.layout import ONNX_IMAGE, ONNX_TEXT
 from biotrove_cli.core.models.export.config import TOLERANCE, Dtype, Verification
+from biotrove_cli.core.processes import guarded_python
 
 log = logging.getLogger("biotrove")
 
@@ -85,7 +85,7 @@ def _run_python(script: str, args: list[str], cwd: Path, what: str, timeout: flo
     env["HF_HUB_OFFLINE"] = "1"  # an export needs no network; prove it
     try:
         proc = subprocess.run(
-            [sys.executable, "-I", "-c", script, *args],
+            guarded_python(script, args),  # it ends with this process, even after kill -9
             cwd=str(cwd),
             env=env,
             capture_output=True,
