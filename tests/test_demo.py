@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,18 @@ def test_demo_runs_the_whole_pipeline_and_learns(tmp_path):
         if Path(path).suffix in ("", ".parquet"):
             info = run_subprocess("info", path, "--format", "json")
             assert info.returncode == 0, (path, info.stderr)
+    # "Repeat a step by hand": each printed command works as printed, against the demo's own
+    # output (shard and train continue what is there; the others write their results again)
+    repeat = result.stderr.split("Repeat a step by hand:", 1)[1]
+    commands = [
+        shlex.split(line) for line in repeat.splitlines() if line.startswith("    biotrove ")
+    ]
+    assert [c[1] for c in commands] == ["shard", "train", "eval", "classify", "export"]
+    for command in commands:
+        again = run_subprocess(*command[1:], timeout=600)
+        assert again.returncode == 0, (command, again.stderr[-3000:])
+        if command[1] == "train":
+            assert "resuming from" in again.stderr  # the finished run, not a new one
 
 
 def test_demo_rejects_bad_sizes(cli, tmp_path):

@@ -466,3 +466,32 @@ def test_the_trainer_uses_a_process_group_its_caller_set_up(tmp_path, train_shar
     assert info["world_size"] == 2 and info["status"] == "finished"
     assert [m["step"] for m in _metrics(run) if m["kind"] == "train"] == [1, 2, 3]
     assert _ckpts(run)[-1].name == "step-00000003.pt"
+
+
+def test_the_newest_complete_checkpoint_wins_over_a_stale_latest_pointer(
+    tmp_path, caplog, monkeypatch
+):
+    """kill -9 between writing step-4 and moving `latest` leaves the pointer on step-3: the
+    newest complete file still wins, and a truncated newest one is skipped with a warning."""
+    import logging
+
+    monkeypatch.setattr(logging.getLogger("biotrove"), "propagate", True)  # to caplog
+    from biotrove_cli.core.errors import TrainingError
+    from biotrove_cli.core.models.checkpoint import resolve_latest, save_checkpoint, write_latest
+    from biotrove_cli.core.training.state import find_resume_checkpoint
+
+    ckdir = tmp_path / "checkpoints"
+    assert find_resume_checkpoint(tmp_path, "auto") is None  # an empty folder: a fresh start
+    for step in (2, 3, 4):
+        save_checkpoint(ckdir / f"step-{step:08d}.pt", {"step": step})
+    write_latest(tmp_path, ckdir / "step-00000003.pt")  # the kill landed before the move
+    assert resolve_latest(tmp_path) == ckdir / "step-00000004.pt"
+    newest = ckdir / "step-00000004.pt"
+    newest.write_bytes(newest.read_bytes()[:100])
+    with caplog.at_level("WARNING", logger="biotrove"):
+        assert find_resume_checkpoint(tmp_path, "auto") == ckdir / "step-00000003.pt"
+    assert "skipping" in caplog.text and newest.name in caplog.text
+    for p in ckdir.glob("step-*.pt"):  # nothing complete left: never a fresh start over them
+        p.write_bytes(b"")
+    with pytest.raises(TrainingError, match="none of them is complete"):
+        find_resume_checkpoint(tmp_path, "auto")

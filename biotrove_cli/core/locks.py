@@ -61,11 +61,13 @@ class Lock:
         self.target = target
         self.what = what
         self._fd: int | None = None
+        self._made_folder = False  # the lock made the folder: removed again if left empty
 
     def acquire(self) -> Lock:
         """Take the lock or raise BusyError naming its holder (never waits)."""
         import fcntl
 
+        self._made_folder = not self.path.parent.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(20):  # each retry means the holder released it meanwhile
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -120,6 +122,9 @@ class Lock:
                 os.unlink(self.path)
         os.close(self._fd)
         self._fd = None
+        if self._made_folder:  # a job that wrote nothing leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                self.path.parent.rmdir()
 
     def __enter__(self) -> Lock:
         return self.acquire()
@@ -146,7 +151,8 @@ def _read_holder(fd: int) -> dict[str, Any]:
 
 
 def lock_folder(folder: str | Path, what: str, name: str = FOLDER_LOCK) -> Lock:
-    """A lock on a folder (the lock file inside it; the folder is created): use ``with``."""
+    """A lock on a folder (the lock file inside it; the folder is created, and removed again
+    when the job leaves it empty): use ``with``."""
     folder = Path(folder)
     return Lock(folder_lock_path(folder, name), folder, what)
 

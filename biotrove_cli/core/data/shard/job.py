@@ -47,7 +47,7 @@ from biotrove_cli.core.data.shard.unit import MAX_FAILED_LISTED, WriteSettings, 
 from biotrove_cli.core.errors import BiotroveError, InputError
 from biotrove_cli.core.fmt import plural
 from biotrove_cli.core.layout import PLAN
-from biotrove_cli.core.runtime import ProgressFn
+from biotrove_cli.core.runtime import ProgressFn, timed
 from biotrove_cli.core.taxonomy.captions import check_text_type
 
 log = logging.getLogger("biotrove.shard")
@@ -112,16 +112,21 @@ def shard_dataset(
     from biotrove_cli.core.locks import lock_folder, part_lock_name
 
     _check(cfg)
+    t_start = time.monotonic()
+    with timed("shard: plan"):
+        plan = make_plan(cfg)  # the metadata is checked before the output folder is touched
     with lock_folder(Path(cfg.out), "dataset", name=part_lock_name(*cfg.part)):
-        return _shard_locked(cfg, progress, phase)
+        return _shard_locked(cfg, plan, t_start, progress, phase)
 
 
 def _shard_locked(
-    cfg: ShardConfig, progress: ProgressFn | None, phase: PhaseFn | None
+    cfg: ShardConfig,
+    plan: ShardPlan,
+    t_start: float,
+    progress: ProgressFn | None,
+    phase: PhaseFn | None,
 ) -> ShardResult:
-    t_start = time.monotonic()
     started_iso = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    plan = make_plan(cfg)
     _log_plan(plan)
     out = Path(cfg.out)
     resumed = prepare_output(out, plan)
