@@ -309,7 +309,7 @@ def threads():
     return [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
 
 with process_group("cpu") as env:
-    import open_clip  # as the trainer and the eval workers do, once the group is up
+    import torch.distributed.nn  # what open_clip imports (the trainer and eval import it late)
     got = [None, None] if env.rank == 0 else None
     dist.gather_object(env.rank, got, dst=0)
 left = [t for t in threads() if "gloo" in t]
