@@ -238,9 +238,11 @@ def test_a_second_training_run_on_a_busy_run_folder_refuses(tmp_path, train_shar
         assert not (run / "launch.yaml").exists()  # refused before writing anything
     # the holder was killed: its lock file stays, and is taken over silently
     assert (run / ".biotrove.lock").exists()
-    free = run_subprocess(*args)
+    free = run_subprocess(*args, "-v")
     assert free.returncode == 0, free.stderr
     assert "another job" not in free.stderr and not (run / ".biotrove.lock").exists()
+    # -v: the time of each setup piece and the decisions taken
+    assert "train setup: model:" in free.stderr and "a fresh start" in free.stderr
 
 
 def test_two_classify_jobs_on_one_output_file(tmp_path, small_world, tiny_model):

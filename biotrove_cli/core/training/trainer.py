@@ -28,7 +28,7 @@ in attributes, and :meth:`Trainer.run` is only the loop::
         trainer.setup()
         result = trainer.run()
 
-(One job, so one module of a little over 500 lines, most of them docstrings; the pieces it
+(One job, so one module of a little under 600 lines, most of them docstrings; the pieces it
 calls live in model, optim, state, plan, signals and run.)
 """
 
@@ -156,15 +156,12 @@ class Trainer:
             with timed(f"train setup: {piece.__name__.removeprefix('setup_')}"):
                 piece()
         log.debug(
-            "train: run folder %s, %s from %s, data %s (%d shards, %d data workers per "
-            "process, %d CPU threads)",
+            "train: run folder %s, %s, data %s (%d shards, %d data workers per process)",
             self.run_dir.absolute(),
-            "resuming" if self.checkpoint_path else "starting afresh",
-            self.checkpoint_path or "no checkpoint",
+            f"resuming from {self.checkpoint_path}" if self.checkpoint_path else "a fresh start",
             self.cfg.data.train,
             len(self.shards),
             self.plan.workers,
-            torch_threads(),
         )
 
     def setup_process_group(self) -> None:
@@ -615,12 +612,6 @@ class Trainer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
 
 
 def train(cfg: TrainConfig, **options: Any) -> TrainResult:
