@@ -720,6 +720,7 @@ def _eval_table(photos, path: Path) -> Path:
 
 CLASSIFY = ["classify", "{photo}", "-m", "{ckpt}", "--labels", "{labels}"]
 EVAL = ["eval", "-m", "{ckpt}", "--data", "{table}", "--labels", "{labels}", "--workers", "0"]
+EMBED_FORMATS = ("parquet", "jsonl", "json")
 DEV_NULL_CASES = [
     *[(f"presets-{f}", ["presets", "--format", f]) for f in ("csv", "json", "jsonl", "table")],
     ("presets-parquet", ["presets", "--format", "parquet"]),
@@ -727,6 +728,9 @@ DEV_NULL_CASES = [
     ("info-json", ["info", "{ckpt}", "--format", "json"]),
     *[(f"classify-{f}", [*CLASSIFY, "--format", f]) for f in ("csv", "jsonl", "json", "table")],
     ("eval-json-and-per-class", [*EVAL, "--format", "json", "--per-class", "/dev/null"]),
+    ("classify-summary", [*CLASSIFY, "--summary", "/dev/null"]),
+    *[(f"embed-{f}", ["embed", "{photo}", "-m", "{ckpt}", "--format", f]) for f in EMBED_FORMATS],
+    ("models", ["models"]),
     ("train-dry-run", ["train", "--preset", "tiny", "--data", "{shards}", "--dry-run"]),
 ]
 
@@ -749,6 +753,16 @@ def test_output_to_dev_null_works_for_every_command_and_format(
     after = os.stat("/dev/null")
     assert stat.S_ISCHR(after.st_mode) and after.st_ino == before.st_ino  # the same device
     assert not [n for n in os.listdir("/dev") if n.startswith(".null")]
+
+
+def test_embed_npy_into_a_special_file_is_refused(cli, small_world, tiny_ckpt):
+    """npy is a memory-mapped file renamed over the output, with an index CSV beside it."""
+    before = os.stat("/dev/null")
+    args = ["embed", small_world["photos"][0].path, "-m", tiny_ckpt, "--format", "npy"]
+    code, out, err = cli(*args, "-o", "/dev/null")
+    assert code == 2 and "-o must name a regular file" in err and "--format parquet" in err
+    assert os.stat("/dev/null").st_ino == before.st_ino
+    assert not [n for n in os.listdir("/dev") if "null" in n and n != "null"]
 
 
 def test_output_into_a_fifo_and_through_a_symlink(tmp_path):

@@ -94,6 +94,7 @@ def embed_cmd(
       biotrove embed --text --labels demo -o classes.parquet
     """
     from biotrove_cli.core.evaluation.embed import EmbedConfig, prepare_embed
+    from biotrove_cli.core.locks import lock_output
     from biotrove_cli.core.runtime import resolve_device
     from biotrove_cli.output.embeddings import resolve_embed_format, write_embeddings
 
@@ -118,5 +119,7 @@ def embed_cmd(
         resume=resume,
         strict=strict,
     )
-    job = prepare_embed(cfg, stdin=sys.stdin if "-" in cfg.paths else None)
-    write_embeddings(job, output, str(summary) if summary else None)
+    # one writer per output file (and its segments): a second job on it refuses at once
+    with lock_output(output if to_file else None, "output file"):
+        job = prepare_embed(cfg, stdin=sys.stdin if "-" in cfg.paths else None)
+        write_embeddings(job, output, str(summary) if summary else None)

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from biotrove_cli.core.errors import InputError
+from biotrove_cli.core.errors import InputError, UsageError
 
 EMBEDDING = "embedding"
 ROW_GROUP = 65_536  # rows per Parquet row group in the final file
@@ -36,6 +36,14 @@ def index_path(npy: Path) -> Path:
 
 
 def parts_dir(output: Path) -> Path:
+    """Where the segments go: beside the output, or, for a special file (``/dev/null``, a
+    FIFO), in the temp folder (never a folder in ``/dev``)."""
+    from biotrove_cli.core.io import is_special_file
+
+    if is_special_file(output):
+        import tempfile
+
+        return Path(tempfile.gettempdir()) / f".biotrove-{os.getpid()}-{output.name}.parts"
     return output.with_name(f".{output.name}.parts")
 
 
@@ -107,7 +115,17 @@ class EmbeddingStore:
     """
 
     def __init__(self, output: Path, fmt: str, columns: Sequence[str], key: str = "path"):
-        self.output = Path(output)
+        from biotrove_cli.core.io import is_special_file, write_target
+
+        self.output = write_target(output)  # a symlink: the file it points to
+        if fmt == "npy" and is_special_file(self.output):
+            # the .npy is written in place (a memory map) and renamed over the output, with its
+            # index CSV beside it: neither can be a device or a FIFO (nor /dev/null replaced)
+            raise UsageError(
+                f"--format npy writes {Path(output).name} and its index CSV beside it: -o "
+                f"must name a regular file, not {output}",
+                hint="use --format parquet or jsonl to write into it",
+            )
         self.fmt = fmt
         self.columns = list(columns)
         self.key = key
