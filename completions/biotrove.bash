@@ -7,7 +7,7 @@ _biotrove() {
     cmd=""
     for ((i=1; i<COMP_CWORD; i++)); do
         case "${COMP_WORDS[i]}" in
-            classify|completion|demo|embed|eval|export|info|models|presets|shard|train|tune) cmd="${COMP_WORDS[i]}"; break;;
+            classify|completion|demo|embed|eval|export|info|models|presets|report|shard|train|tune) cmd="${COMP_WORDS[i]}"; break;;
         esac
     done
     case "$cmd:$prev" in
@@ -28,6 +28,7 @@ _biotrove() {
         classify:--format) COMPREPLY=($(compgen -W "auto table csv json jsonl parquet" -- "$cur")); return;;
         classify:--output|classify:-o) COMPREPLY=($(compgen -f -- "$cur")); return;;
         classify:--summary) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        classify:--report) COMPREPLY=($(compgen -f -- "$cur")); return;;
         completion:--write) COMPREPLY=($(compgen -f -- "$cur")); return;;
         demo:--out) COMPREPLY=($(compgen -f -- "$cur")); return;;
         demo:--species) COMPREPLY=($(compgen -f -- "$cur")); return;;
@@ -91,6 +92,12 @@ _biotrove() {
         models:--output|models:-o) COMPREPLY=($(compgen -f -- "$cur")); return;;
         presets:--format) COMPREPLY=($(compgen -W "auto table csv json jsonl parquet" -- "$cur")); return;;
         presets:--output|presets:-o) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        report:--output|report:-o) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        report:--title) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        report:--images) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        report:--thumb-size) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        report:--classes) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        report:--confusion-classes) COMPREPLY=($(compgen -f -- "$cur")); return;;
         shard:--images) COMPREPLY=($(compgen -f -- "$cur")); return;;
         shard:--out) COMPREPLY=($(compgen -f -- "$cur")); return;;
         shard:--categories) COMPREPLY=($(compgen -f -- "$cur")); return;;
@@ -164,19 +171,20 @@ _biotrove() {
         tune:--summary) COMPREPLY=($(compgen -f -- "$cur")); return;;
     esac
     case "$cmd" in
-        "") COMPREPLY=($(compgen -W "classify completion demo embed eval export info models presets shard train tune --version --quiet -q --verbose -v --help -h" -- "$cur"));;
-        classify) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--model -m --labels --within --checklist --rank -k --top-k --min-confidence --recursive -r --text-type --templates --no-cache --arch --batch-size --device --precision --workers --format --output -o --summary --resume --strict --quiet -q --verbose -v --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
-        completion) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--write --quiet -q --verbose -v --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
-        demo) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--out --species --images-per-species --steps --nproc-per-node --seed --quiet -q --verbose -v --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
-        embed) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--model -m --text --labels --text-type --templates --no-cache --recursive -r --arch --batch-size --device --precision --workers --format --output -o --summary --resume --strict --quiet -q --verbose -v --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
-        eval) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--model -m --data --images --split --label-col --candidates --group-by --limit --strict --ranks --mode --text-type --templates --labels --no-cache --arch --batch-size --device --precision --workers --nproc-per-node --format --output -o --summary --per-class --confusion --plot --quiet -q --verbose -v --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
-        export) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--out --dtype --labels --arch --format --verify --no-verify --force --text-type --templates --device --batch-size --report --summary --quiet -q --verbose -v --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
-        info) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--format --output -o --summary --quiet -q --verbose -v --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
-        models) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--device --format --output -o --quiet -q --verbose -v --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
-        presets) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--format --output -o --quiet -q --verbose -v --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
-        shard) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--images --out --categories --min-per-species --max-per-species --val-fraction --seed --image-size --resize-mode --jpeg-quality --caption --captions --samples-per-shard --max-shard-bytes --workers --part --finalize --strict --download --download-workers --download-timeout --download-retries --format --output -o --summary --quiet -q --verbose -v --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
-        train) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--preset -p --data --val-data --run-dir --config --init --text-type --epochs --steps --batch-size --workers --precision --device --seed --compile --no-compile --nproc-per-node --nnodes --node-rank --rdzv-endpoint --rdzv-id --max-restarts --resume --allow-config-change --print-config --dry-run --strict --report-to --format --output -o --quiet -q --verbose -v --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
-        tune) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--preset -p --config --data --val-data --space --num-samples --scheduler --metric --mode --max-steps --grace-steps --grace-epochs --reduction-factor --max-concurrent --workers-per-trial --cpus-per-worker --gpus-per-worker --storage-path --name --resume --address --report-to --format --output -o --summary --quiet -q --verbose -v --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+        "") COMPREPLY=($(compgen -W "classify completion demo embed eval export info models presets report shard train tune --version --quiet -q --verbose -v --help -h" -- "$cur"));;
+        classify) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--model -m --labels --within --checklist --rank -k --top-k --min-confidence --recursive -r --text-type --templates --no-cache --arch --batch-size --device --precision --workers --format --output -o --summary --resume --strict --report --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+        completion) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--write --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+        demo) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--out --species --images-per-species --steps --nproc-per-node --seed --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+        embed) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--model -m --text --labels --text-type --templates --no-cache --recursive -r --arch --batch-size --device --precision --workers --format --output -o --summary --resume --strict --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+        eval) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--model -m --data --images --split --label-col --candidates --group-by --limit --strict --ranks --mode --text-type --templates --labels --no-cache --arch --batch-size --device --precision --workers --nproc-per-node --format --output -o --summary --per-class --confusion --plot --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+        export) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--out --dtype --labels --arch --format --verify --no-verify --force --text-type --templates --device --batch-size --report --summary --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+        info) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--format --output -o --summary --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+        models) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--device --format --output -o --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+        presets) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--format --output -o --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+        report) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--output -o --title --images --thumb-size --classes --confusion-classes --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+        shard) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--images --out --categories --min-per-species --max-per-species --val-fraction --seed --image-size --resize-mode --jpeg-quality --caption --captions --samples-per-shard --max-shard-bytes --workers --part --finalize --strict --download --download-workers --download-timeout --download-retries --format --output -o --summary --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+        train) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--preset -p --data --val-data --run-dir --config --init --text-type --epochs --steps --batch-size --workers --precision --device --seed --compile --no-compile --nproc-per-node --nnodes --node-rank --rdzv-endpoint --rdzv-id --max-restarts --resume --allow-config-change --print-config --dry-run --strict --report-to --format --output -o --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+        tune) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--preset -p --config --data --val-data --space --num-samples --scheduler --metric --mode --max-steps --grace-steps --grace-epochs --reduction-factor --max-concurrent --workers-per-trial --cpus-per-worker --gpus-per-worker --storage-path --name --resume --address --report-to --format --output -o --summary --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
     esac
 }
 complete -o filenames -F _biotrove biotrove

@@ -17,7 +17,7 @@ from tests.conftest import REPO, run_subprocess
 
 COMMANDS = [
     "shard", "train", "tune", "eval", "classify", "embed", "export", "models", "demo", "presets",
-    "info", "completion",
+    "info", "completion", "report",
 ]  # fmt: skip
 
 

@@ -146,6 +146,7 @@ def _register() -> None:
     from biotrove_cli.cli.info import info_cmd
     from biotrove_cli.cli.models import models_cmd
     from biotrove_cli.cli.presets import presets_cmd
+    from biotrove_cli.cli.report import report_cmd
     from biotrove_cli.cli.shard import EPILOG as SHARD_EPILOG
     from biotrove_cli.cli.shard import shard_cmd
     from biotrove_cli.cli.train import train_cmd
@@ -161,6 +162,7 @@ def _register() -> None:
     app.command("info", rich_help_panel="Inspect")(info_cmd)
     app.command("models", rich_help_panel="Models")(models_cmd)
     app.command("presets", rich_help_panel="Inspect")(presets_cmd)
+    app.command("report", rich_help_panel="Inspect")(report_cmd)
     app.command("shard", rich_help_panel="Data", epilog=SHARD_EPILOG)(shard_cmd)
     app.command("train", rich_help_panel="Pipeline")(train_cmd)
     app.command("tune", rich_help_panel="Pipeline", epilog=TUNE_EPILOG)(tune_cmd)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -97,6 +98,16 @@ def classify_cmd(
         ),
     ] = False,
     strict: StrictOpt = False,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            metavar="FILE.html",
+            help="Also write a self-contained HTML report (a gallery to filter and sort) after "
+            "the run; the same as `biotrove report` of the results.",
+            rich_help_panel="Output",
+        ),
+    ] = None,
 ) -> None:
     """Classify photos: top-k taxa per image with probabilities, streamed as they come.
 
@@ -149,8 +160,20 @@ def classify_cmd(
     )
     if resume and not to_file:
         raise UsageError("--resume needs -o FILE", hint="the file the interrupted run wrote")
+    if report is not None and to_file and Path(output).resolve() == report.resolve():
+        raise UsageError(
+            "--report and -o name the same file", hint="e.g. -o out.csv --report out.html"
+        )
+    rows: list[dict] = []
     # one writer per output file: a second job on it refuses before touching it
     with lock_output(output if to_file else None, "output file"):
         with timed("classify: inputs, labels, model and class texts"):
             job = prepare_classify(cfg, stdin=sys.stdin if "-" in paths else None)
+        if report is not None:
+            job.listeners.append(rows.extend)
         write_predictions(job, fmt, output, str(summary) if summary else None)
+    if report is not None:
+        from biotrove_cli.output.report.page import classify_report
+
+        # a resumed run's file holds the earlier run's photos too: the report reads it back
+        classify_report(rows, job.summary.as_dict(), output if resume else None, str(report))

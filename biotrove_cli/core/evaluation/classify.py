@@ -16,7 +16,7 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -286,6 +286,8 @@ class ClassifyJob:
         self.encoder = encoder
         self.summary = summary
         self.bank = clf.bank
+        #: called with each batch's records as they are yielded (``classify --report`` keeps them)
+        self.listeners: list[Callable[[list[dict[str, Any]]], None]] = []
 
     def _predict(self, feats: Any, paths: list[str]) -> list[list[dict[str, Any]]]:
         """Rows per image for a batch of features."""
@@ -347,7 +349,10 @@ class ClassifyJob:
             for batch in encode_batches(
                 self.files, self.loaded, self.encoder, cfg.batch_size, cfg.workers, timer
             ):
-                yield from self._records(batch)
+                for records in self._records(batch):
+                    for listener in self.listeners:
+                        listener(records)
+                    yield records
                 done += len(batch)
                 self.summary.seconds = timer[0]
                 if progress is not None:
