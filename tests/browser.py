@@ -35,6 +35,17 @@ def find_chromium() -> str | None:
     return None
 
 
+def _die_with_parent() -> None:
+    """Linux: the browser is killed when the test process dies, however it dies."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class BrowserError(RuntimeError):
     pass
 
@@ -52,6 +63,7 @@ class Chromium:
             a, b = os.dup(to_child), os.dup(from_child)
             os.dup2(a, 3)
             os.dup2(b, 4)
+            _die_with_parent()
 
         self.proc = subprocess.Popen(
             [

@@ -513,10 +513,13 @@ def _everything(classified, evaluated, trained) -> list[Path]:
 
 def test_the_page_is_one_self_contained_file(cli, classified, evaluated, trained, tmp_path):
     page = tmp_path / "report.html"
-    code, out, err = cli("report", *_everything(classified, evaluated, trained), "-o", page)
+    code, out, err = cli(
+        "report", *_everything(classified, evaluated, trained), "-o", page, "--title", "Card <7>"
+    )
     assert code == 0, err
     assert out == "" and f"wrote {page}" in err and f"{N} photos (1 unreadable)" in err
     html = page.read_text()
+    assert "<title>Card &lt;7&gt;</title>" in html
     assert "Content-Security-Policy" in html and "default-src 'none'" in html
     assert not re.search(r"""(?:src|href|xlink:href)\s*=\s*["']?(?:https?:|//)""", html)
     assert not re.search(r"<link\b|@import|url\((?!#)", html)  # only url(#pattern) fills
@@ -530,6 +533,37 @@ def test_the_page_is_one_self_contained_file(cli, classified, evaluated, trained
     assert "sideways.jpg" in html
     code, out, _ = cli("report", classified["csv"], "-o", "-", "--thumb-size", "0")
     assert code == 0 and out.startswith("<!doctype html>") and '"photos":[[' in out
+    code, _, err = cli("report", classified["csv"], "-o", tmp_path)
+    assert code == 2 and "is a folder" in err
+
+
+def test_classify_resume_reports_every_photo_of_the_file(cli, classified, tiny_bundle, tmp_path):
+    results = tmp_path / "c.csv"
+    shutil.copy(classified["csv"], results)  # a finished run: --resume has nothing left to do
+    page = tmp_path / "r.html"
+    code, _, err = cli(
+        "classify",
+        classified["photos"],
+        "-m",
+        tiny_bundle,
+        "-k",
+        "3",
+        "--workers",
+        "0",
+        "-o",
+        results,
+        "--resume",
+        "--report",
+        page,
+    )
+    assert code == 0, err
+    html = page.read_text()
+    data = json.loads(re.search(r'class="gallery-data">(.*?)</script>', html, re.S)[1])
+    assert len(data["photos"]) == N and f"{N} photos (1 unreadable)" in err
+    code, _, err = cli(
+        "classify", classified["photos"], "-m", tiny_bundle, "-o", results, "--report", results
+    )
+    assert code == 2 and "name the same file" in err
 
 
 def test_classify_report_option_writes_the_same_gallery(classified):

@@ -90,9 +90,13 @@ def report_cmd(
 
       biotrove report card.jsonl --images /media/card --thumb-size 240 -o card.html
     """
+    from biotrove_cli.core.errors import UsageError
     from biotrove_cli.core.report.build import ReportConfig, build_report
     from biotrove_cli.output import progress
     from biotrove_cli.output.report.page import emit_report
+
+    if output != "-" and Path(output).is_dir():  # before the thumbnails are made
+        raise UsageError(f"-o {output} is a folder", hint="name the page's file: -o report.html")
 
     cfg = ReportConfig(
         sources=list(sources),

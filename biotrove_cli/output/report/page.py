@@ -15,6 +15,7 @@ import json
 import math
 from html import escape
 from importlib import resources
+from pathlib import Path
 from string import Template
 from typing import Any
 
@@ -91,6 +92,10 @@ def emit_report(report: Any, path: str) -> None:
         for note in s.notes:
             if s.kind == "classify":  # the photos it could not show are the user's to fix
                 console.warn(f"{s.title}: {note}")
+    if path != "-" and Path(path).is_dir():
+        from biotrove_cli.core.errors import UsageError
+
+        raise UsageError(f"-o {path} is a folder", hint="name the page's file, e.g. -o report.html")
     size = write_report(report, path)
     parts = []
     for s in report.sections:

@@ -106,7 +106,7 @@ def shorten(s: str, n: int) -> str:
 def svg_root(width: float, height: float, title: str, body: str, kind: str) -> str:
     # scaled down no further than this on a narrow screen (the figure scrolls instead), so
     # that its text stays readable on a phone
-    least = min(width, max(360.0, 0.72 * width))
+    least = min(width, max(340.0, (0.6 if width <= 600 else 0.72) * width))
     return (
         f'<svg class="chart {kind}" viewBox="0 0 {width:.0f} {height:.0f}" '
         f'width="{width:.0f}" height="{height:.0f}" style="min-width:{least:.0f}px" role="img" '
