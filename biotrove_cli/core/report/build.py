@@ -95,7 +95,11 @@ def build_report(
     notes: list[str] = []
     sources += _named_by_summaries(sources, notes)
     groups = _group(sources)
-    photos = sum(len({r.get("path") for r in g[0].rows}) for g in groups if g[0].kind == "classify")
+    photos = sum(
+        len({r.get("path") for r in g[0].rows if not r.get("error")})
+        for g in groups
+        if g[0].kind == "classify"
+    )
     done_before = [0]
 
     def gallery_progress(done: int, total: int) -> None:  # one bar over every gallery
