@@ -16,7 +16,7 @@ complete -c biotrove -n '__fish_use_subcommand' -a train -d 'Train or fine-tune 
 complete -c biotrove -n '__fish_use_subcommand' -a tune -d 'Search hyperparameters with Ray Tune: ASHA over trials of...'
 complete -c biotrove -n '__fish_use_subcommand' -l version -d 'Show the version and exit'
 complete -c biotrove -n '__fish_use_subcommand' -l quiet -s q -d 'Only results and errors; no progress'
-complete -c biotrove -n '__fish_use_subcommand' -l verbose -s v -d 'More detail on stderr (-vv: library logs)'
+complete -c biotrove -n '__fish_use_subcommand' -l verbose -s v -d 'More detail on stderr: resolved paths, model and data decisions, timings per stage (-vv: library logs too)'
 complete -c biotrove -n '__fish_use_subcommand' -l help -s h -d 'Show help'
 complete -c biotrove -n '__fish_seen_subcommand_from classify' -l model -s m -r -F -d 'Checkpoint ('
 complete -c biotrove -n '__fish_seen_subcommand_from classify' -l labels -r -F -d 'Label bank: a shipped one (inat2021, demo), a metadata table (Parquet/CSV), a shard folder, or a '
@@ -40,9 +40,13 @@ complete -c biotrove -n '__fish_seen_subcommand_from classify' -l summary -r -F 
 complete -c biotrove -n '__fish_seen_subcommand_from classify' -l resume -d 'With -o FILE (csv/jsonl): skip images already in FILE and append the rest'
 complete -c biotrove -n '__fish_seen_subcommand_from classify' -l strict -d 'Stop at the first unreadable image (exit 1)'
 complete -c biotrove -n '__fish_seen_subcommand_from classify' -l report -r -F -d 'Also write a self-contained HTML report (a gallery to filter and sort) after the run; the same as `biotrove report` of the results'
+complete -c biotrove -n '__fish_seen_subcommand_from classify' -l quiet -s q -d 'Only results and errors; no progress'
+complete -c biotrove -n '__fish_seen_subcommand_from classify' -l verbose -s v -d 'More detail on stderr: resolved paths, model and data decisions, timings per stage (-vv: library logs too)'
 complete -c biotrove -n '__fish_seen_subcommand_from classify' -l help -s h -d 'Show help'
 complete -c biotrove -n '__fish_seen_subcommand_from classify' -F
 complete -c biotrove -n '__fish_seen_subcommand_from completion' -l write -r -F -d 'Write all three scripts into DIR'
+complete -c biotrove -n '__fish_seen_subcommand_from completion' -l quiet -s q -d 'Only results and errors; no progress'
+complete -c biotrove -n '__fish_seen_subcommand_from completion' -l verbose -s v -d 'More detail on stderr: resolved paths, model and data decisions, timings per stage (-vv: library logs too)'
 complete -c biotrove -n '__fish_seen_subcommand_from completion' -l help -s h -d 'Show help'
 complete -c biotrove -n '__fish_seen_subcommand_from completion' -F
 complete -c biotrove -n '__fish_seen_subcommand_from demo' -l out -r -F -d 'Folder for everything the demo writes'
@@ -51,6 +55,8 @@ complete -c biotrove -n '__fish_seen_subcommand_from demo' -l images-per-species
 complete -c biotrove -n '__fish_seen_subcommand_from demo' -l steps -r -F -d 'Training steps'
 complete -c biotrove -n '__fish_seen_subcommand_from demo' -l nproc-per-node -r -F -d 'Training processes (default: 2 when the machine has 2+ cores)'
 complete -c biotrove -n '__fish_seen_subcommand_from demo' -l seed -r -F
+complete -c biotrove -n '__fish_seen_subcommand_from demo' -l quiet -s q -d 'Only results and errors; no progress'
+complete -c biotrove -n '__fish_seen_subcommand_from demo' -l verbose -s v -d 'More detail on stderr: resolved paths, model and data decisions, timings per stage (-vv: library logs too)'
 complete -c biotrove -n '__fish_seen_subcommand_from demo' -l help -s h -d 'Show help'
 complete -c biotrove -n '__fish_seen_subcommand_from demo' -F
 complete -c biotrove -n '__fish_seen_subcommand_from embed' -l model -s m -r -F -d 'Checkpoint ('
@@ -70,6 +76,8 @@ complete -c biotrove -n '__fish_seen_subcommand_from embed' -l output -s o -r -F
 complete -c biotrove -n '__fish_seen_subcommand_from embed' -l summary -r -F -d 'Also write the runs summary (counts, timings, provenance) to FILE as JSON'
 complete -c biotrove -n '__fish_seen_subcommand_from embed' -l resume -d 'With -o FILE (parquet, npy, jsonl): skip images already in FILE, add the rest'
 complete -c biotrove -n '__fish_seen_subcommand_from embed' -l strict -d 'Stop at the first unreadable image (exit 1)'
+complete -c biotrove -n '__fish_seen_subcommand_from embed' -l quiet -s q -d 'Only results and errors; no progress'
+complete -c biotrove -n '__fish_seen_subcommand_from embed' -l verbose -s v -d 'More detail on stderr: resolved paths, model and data decisions, timings per stage (-vv: library logs too)'
 complete -c biotrove -n '__fish_seen_subcommand_from embed' -l help -s h -d 'Show help'
 complete -c biotrove -n '__fish_seen_subcommand_from embed' -F
 complete -c biotrove -n '__fish_seen_subcommand_from eval' -l model -s m -r -F -d 'Checkpoint, exported folder, run folder, clip-o|clip-b|clip-m, hf-hub:org/repo or ARCH:TAG'
@@ -99,6 +107,8 @@ complete -c biotrove -n '__fish_seen_subcommand_from eval' -l summary -r -F -d '
 complete -c biotrove -n '__fish_seen_subcommand_from eval' -l per-class -r -F -d 'Write per-class support, recall and precision'
 complete -c biotrove -n '__fish_seen_subcommand_from eval' -l confusion -r -F -d 'Write the confusion matrix at RANK (non-zero cells: truth, predicted, count)'
 complete -c biotrove -n '__fish_seen_subcommand_from eval' -l plot -r -F -d 'Bar chart of top-1 accuracy by rank (needs matplotlib: biotrove(plot))'
+complete -c biotrove -n '__fish_seen_subcommand_from eval' -l quiet -s q -d 'Only results and errors; no progress'
+complete -c biotrove -n '__fish_seen_subcommand_from eval' -l verbose -s v -d 'More detail on stderr: resolved paths, model and data decisions, timings per stage (-vv: library logs too)'
 complete -c biotrove -n '__fish_seen_subcommand_from eval' -l help -s h -d 'Show help'
 complete -c biotrove -n '__fish_seen_subcommand_from eval' -F
 complete -c biotrove -n '__fish_seen_subcommand_from export' -l out -r -F -d 'Folder to create (written whole, or not at all)'
@@ -114,20 +124,28 @@ complete -c biotrove -n '__fish_seen_subcommand_from export' -l device -r -F -d 
 complete -c biotrove -n '__fish_seen_subcommand_from export' -l batch-size -r -F -d 'Prompts per forward pass when encoding the label bank'
 complete -c biotrove -n '__fish_seen_subcommand_from export' -l report -x -a 'auto table csv json jsonl' -d 'Summary on stdout: auto = a table on a terminal, CSV when piped'
 complete -c biotrove -n '__fish_seen_subcommand_from export' -l summary -r -F -d 'Also write the runs summary (counts, timings, provenance) to FILE as JSON'
+complete -c biotrove -n '__fish_seen_subcommand_from export' -l quiet -s q -d 'Only results and errors; no progress'
+complete -c biotrove -n '__fish_seen_subcommand_from export' -l verbose -s v -d 'More detail on stderr: resolved paths, model and data decisions, timings per stage (-vv: library logs too)'
 complete -c biotrove -n '__fish_seen_subcommand_from export' -l help -s h -d 'Show help'
 complete -c biotrove -n '__fish_seen_subcommand_from export' -F
 complete -c biotrove -n '__fish_seen_subcommand_from info' -l format -x -a 'auto table csv json jsonl parquet' -d 'auto = a table on a terminal, CSV when piped or by -os suffix'
 complete -c biotrove -n '__fish_seen_subcommand_from info' -l output -s o -r -F -d 'Write records to FILE (- = stdout)'
 complete -c biotrove -n '__fish_seen_subcommand_from info' -l summary -r -F -d 'Also write the runs summary (counts, timings, provenance) to FILE as JSON'
+complete -c biotrove -n '__fish_seen_subcommand_from info' -l quiet -s q -d 'Only results and errors; no progress'
+complete -c biotrove -n '__fish_seen_subcommand_from info' -l verbose -s v -d 'More detail on stderr: resolved paths, model and data decisions, timings per stage (-vv: library logs too)'
 complete -c biotrove -n '__fish_seen_subcommand_from info' -l help -s h -d 'Show help'
 complete -c biotrove -n '__fish_seen_subcommand_from info' -F
 complete -c biotrove -n '__fish_seen_subcommand_from models' -l device -r -F -d 'cpu, cuda, cuda:N, mps or auto (cuda, then mps, when available)'
 complete -c biotrove -n '__fish_seen_subcommand_from models' -l format -x -a 'auto table csv json jsonl parquet' -d 'auto = a table on a terminal, CSV when piped or by -os suffix'
 complete -c biotrove -n '__fish_seen_subcommand_from models' -l output -s o -r -F -d 'Write records to FILE (- = stdout)'
+complete -c biotrove -n '__fish_seen_subcommand_from models' -l quiet -s q -d 'Only results and errors; no progress'
+complete -c biotrove -n '__fish_seen_subcommand_from models' -l verbose -s v -d 'More detail on stderr: resolved paths, model and data decisions, timings per stage (-vv: library logs too)'
 complete -c biotrove -n '__fish_seen_subcommand_from models' -l help -s h -d 'Show help'
 complete -c biotrove -n '__fish_seen_subcommand_from models' -F
 complete -c biotrove -n '__fish_seen_subcommand_from presets' -l format -x -a 'auto table csv json jsonl parquet' -d 'auto = a table on a terminal, CSV when piped or by -os suffix'
 complete -c biotrove -n '__fish_seen_subcommand_from presets' -l output -s o -r -F -d 'Write records to FILE (- = stdout)'
+complete -c biotrove -n '__fish_seen_subcommand_from presets' -l quiet -s q -d 'Only results and errors; no progress'
+complete -c biotrove -n '__fish_seen_subcommand_from presets' -l verbose -s v -d 'More detail on stderr: resolved paths, model and data decisions, timings per stage (-vv: library logs too)'
 complete -c biotrove -n '__fish_seen_subcommand_from presets' -l help -s h -d 'Show help'
 complete -c biotrove -n '__fish_seen_subcommand_from presets' -F
 complete -c biotrove -n '__fish_seen_subcommand_from report' -l output -s o -r -F -d 'Write the page to FILE (- = stdout)'
@@ -136,6 +154,8 @@ complete -c biotrove -n '__fish_seen_subcommand_from report' -l images -r -F -d 
 complete -c biotrove -n '__fish_seen_subcommand_from report' -l thumb-size -r -F -d 'Longest side of the gallerys thumbnails (0: none)'
 complete -c biotrove -n '__fish_seen_subcommand_from report' -l classes -r -F -d 'Per-class accuracy: the N worst classes per rank'
 complete -c biotrove -n '__fish_seen_subcommand_from report' -l confusion-classes -r -F -d 'Confusion heat map: the N classes most involved in mistakes'
+complete -c biotrove -n '__fish_seen_subcommand_from report' -l quiet -s q -d 'Only results and errors; no progress'
+complete -c biotrove -n '__fish_seen_subcommand_from report' -l verbose -s v -d 'More detail on stderr: resolved paths, model and data decisions, timings per stage (-vv: library logs too)'
 complete -c biotrove -n '__fish_seen_subcommand_from report' -l help -s h -d 'Show help'
 complete -c biotrove -n '__fish_seen_subcommand_from report' -F
 complete -c biotrove -n '__fish_seen_subcommand_from shard' -l images -r -F -d 'Photo folder: found by the path/file column, else as {photo_id}'
@@ -163,6 +183,8 @@ complete -c biotrove -n '__fish_seen_subcommand_from shard' -l download-retries 
 complete -c biotrove -n '__fish_seen_subcommand_from shard' -l format -x -a 'auto table csv json jsonl parquet' -d 'auto = a table on a terminal, CSV when piped or by -os suffix'
 complete -c biotrove -n '__fish_seen_subcommand_from shard' -l output -s o -r -F -d 'Write records to FILE (- = stdout)'
 complete -c biotrove -n '__fish_seen_subcommand_from shard' -l summary -r -F -d 'Also write the runs summary (counts, timings, provenance) to FILE as JSON'
+complete -c biotrove -n '__fish_seen_subcommand_from shard' -l quiet -s q -d 'Only results and errors; no progress'
+complete -c biotrove -n '__fish_seen_subcommand_from shard' -l verbose -s v -d 'More detail on stderr: resolved paths, model and data decisions, timings per stage (-vv: library logs too)'
 complete -c biotrove -n '__fish_seen_subcommand_from shard' -l help -s h -d 'Show help'
 complete -c biotrove -n '__fish_seen_subcommand_from shard' -F
 complete -c biotrove -n '__fish_seen_subcommand_from train' -l preset -s p -r -F -d 'clip-o, clip-b, clip-m or tiny (`biotrove presets`)'
@@ -186,7 +208,7 @@ complete -c biotrove -n '__fish_seen_subcommand_from train' -l node-rank -r -F
 complete -c biotrove -n '__fish_seen_subcommand_from train' -l rdzv-endpoint -r -F -d 'c10d rendezvous of a multi-node job'
 complete -c biotrove -n '__fish_seen_subcommand_from train' -l rdzv-id -r -F -d 'Job id shared by the nodes'
 complete -c biotrove -n '__fish_seen_subcommand_from train' -l max-restarts -r -F -d 'Restart failed workers this many times (they resume from the latest checkpoint)'
-complete -c biotrove -n '__fish_seen_subcommand_from train' -l resume -r -F -d 'Continue a run from its latest complete checkpoint or a given one'
+complete -c biotrove -n '__fish_seen_subcommand_from train' -l resume -r -F -d 'auto: continue the run in --run-dir from its newest complete checkpoint, or start one when the folder holds none (rerunning a command resumes it); latest: a checkpoint must exist; PATH: continue from that checkpoint file'
 complete -c biotrove -n '__fish_seen_subcommand_from train' -l allow-config-change -d 'Allow a resumed run to change its schedule'
 complete -c biotrove -n '__fish_seen_subcommand_from train' -l print-config -d 'Print the resolved config as YAML and exit'
 complete -c biotrove -n '__fish_seen_subcommand_from train' -l dry-run -d 'Check data, model and plan; train nothing'
@@ -194,6 +216,8 @@ complete -c biotrove -n '__fish_seen_subcommand_from train' -l strict -d 'Stop a
 complete -c biotrove -n '__fish_seen_subcommand_from train' -l report-to -r -F -d 'Experiment trackers besides metrics'
 complete -c biotrove -n '__fish_seen_subcommand_from train' -l format -x -a 'auto table csv json jsonl parquet' -d 'auto = a table on a terminal, CSV when piped or by -os suffix'
 complete -c biotrove -n '__fish_seen_subcommand_from train' -l output -s o -r -F -d 'Write records to FILE (- = stdout)'
+complete -c biotrove -n '__fish_seen_subcommand_from train' -l quiet -s q -d 'Only results and errors; no progress'
+complete -c biotrove -n '__fish_seen_subcommand_from train' -l verbose -s v -d 'More detail on stderr: resolved paths, model and data decisions, timings per stage (-vv: library logs too)'
 complete -c biotrove -n '__fish_seen_subcommand_from train' -l help -s h -d 'Show help'
 complete -c biotrove -n '__fish_seen_subcommand_from train' -F
 complete -c biotrove -n '__fish_seen_subcommand_from tune' -l preset -s p -r -F -d 'A training preset'
@@ -221,5 +245,7 @@ complete -c biotrove -n '__fish_seen_subcommand_from tune' -l report-to -r -F -d
 complete -c biotrove -n '__fish_seen_subcommand_from tune' -l format -x -a 'auto table csv json jsonl parquet' -d 'auto = a table on a terminal, CSV when piped or by -os suffix'
 complete -c biotrove -n '__fish_seen_subcommand_from tune' -l output -s o -r -F -d 'Write records to FILE (- = stdout)'
 complete -c biotrove -n '__fish_seen_subcommand_from tune' -l summary -r -F -d 'Also write the runs summary (counts, timings, provenance) to FILE as JSON'
+complete -c biotrove -n '__fish_seen_subcommand_from tune' -l quiet -s q -d 'Only results and errors; no progress'
+complete -c biotrove -n '__fish_seen_subcommand_from tune' -l verbose -s v -d 'More detail on stderr: resolved paths, model and data decisions, timings per stage (-vv: library logs too)'
 complete -c biotrove -n '__fish_seen_subcommand_from tune' -l help -s h -d 'Show help'
 complete -c biotrove -n '__fish_seen_subcommand_from tune' -F
