@@ -39,7 +39,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack, closing
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,7 @@ from biotrove_cli.core.training.model import (
 )
 from biotrove_cli.core.training.plan import resolve_data, stream_plan
 from biotrove_cli.core.training.problems import DataTally, all_ranks, note_problems
+from biotrove_cli.core.training.report import RunReporter
 from biotrove_cli.core.training.signals import StopSignals
 from biotrove_cli.core.training.state import (
     find_resume_checkpoint,
@@ -124,7 +125,6 @@ class Trainer:
         self.t_start = time.time()
         self.signals = StopSignals()
         self._cleanup = ExitStack()  # what close() undoes, in reverse order of setup
-        self.metrics_log: runlib.MetricsLog | None = None
         self.validator: Validator | None = None
         self.validating = False  # data.val is scored (by rank 0) at every validation point
         self.checkpoint_path: Path | None = None
@@ -132,8 +132,8 @@ class Trainer:
         self.global_step = self.epoch = self.batch_in_epoch = 0
         self.result = TrainResult(run_dir=self.run_dir)
         self.lr = 0.0
-        self.accum_count = self.nonfinite_run = self._samples_since_log = 0
-        self._t_log = 0.0
+        self.accum_count = self.nonfinite_run = 0
+        self.reporter = RunReporter(cfg, self.callbacks)
         # shards this rank found unreadable or short (rank 0 also holds a resumed run's count)
         self.data_tally = DataTally()
 
@@ -175,6 +175,7 @@ class Trainer:
         self.env = self._cleanup.enter_context(process_group(device_type(self.device)))
         self.is_main = self.env.is_main
         self.callbacks = self.callbacks.for_rank(self.is_main)
+        self.reporter.callbacks = self.callbacks
         if is_cuda(self.device):
             torch.cuda.set_device(self.device)
         else:
@@ -286,23 +287,12 @@ class Trainer:
                     precision=self.precision,
                     resumed_from=self.result.resumed_from,
                 )
-                self._open_metrics_log()
+                self.reporter.open_metrics_log(self.run_dir, self.global_step, self._cleanup)
             except BiotroveError as exc:
                 error = exc
         if any_rank(error is not None, self.device):
             raise error or TrainingError("rank 0 could not set up the run folder (see its error)")
         self.callbacks.on_start(self._start_info())
-
-    def _open_metrics_log(self) -> None:
-        """metrics.jsonl and the trackers of ``--report-to`` (continued when resuming)."""
-        from biotrove_cli.core.training.trackers import open_trackers
-
-        previous = runlib.read_run_json(self.run_dir).get("trackers") or {}
-        trackers = open_trackers(self.run_dir, self.cfg, previous, start_step=self.global_step)
-        metrics_log = runlib.MetricsLog(self.run_dir, trackers)
-        self.metrics_log = self._cleanup.enter_context(closing(metrics_log))
-        if trackers:
-            runlib.write_run_json(self.run_dir, trackers={t.name: t.info for t in trackers})
 
     def _start_info(self) -> dict[str, Any]:
         world, cfg = self.env.world_size, self.cfg
@@ -326,7 +316,7 @@ class Trainer:
         """The loop: epochs of batches until the last step; run.json records how it ended."""
         self.signals.install()
         self._cleanup.callback(self.signals.restore)
-        self._t_log, self._samples_since_log = time.time(), 0
+        self.reporter.restart_clock()
         try:
             done = self.global_step >= self.total_steps
             self.model.train()
@@ -394,7 +384,7 @@ class Trainer:
             loss.backward()
         self.accum_count += 1
         self.result.samples += images.shape[0] * self.env.world_size
-        self._samples_since_log += images.shape[0] * self.env.world_size
+        self.reporter.count(images.shape[0] * self.env.world_size)
         if self.accum_count < self.cfg.optim.accum:
             return None
         self.accum_count = 0
@@ -472,7 +462,8 @@ class Trainer:
         if self.result.first_loss is None:
             self.result.first_loss = loss
         self.result.last_loss = loss
-        totals = all_ranks(self.data_tally, self.device) if self._log_due() else None
+        due = self.reporter.due(self.global_step, self.total_steps)
+        totals = all_ranks(self.data_tally, self.device) if due else None
         self._report_step(loss, text_type, totals)
         step, cfg = self.global_step, self.cfg
         # the last step's checkpoint and evaluation come from run(), in that order
@@ -483,16 +474,13 @@ class Trainer:
         if cfg.val_every and step % cfg.val_every == 0:
             self.validate()
 
-    def _log_due(self) -> bool:
-        return self.global_step % self.cfg.log_every == 0 or self.global_step == self.total_steps
-
     def _report_step(
         self, loss: float, text_type: str | None, data_totals: dict[str, int] | None = None
     ) -> None:
-        """The step to the callbacks; every ``log_every`` steps, to metrics.jsonl (rank 0)."""
+        """The step to the callbacks; every ``log_every`` steps (when ``data_totals`` were
+        summed over the ranks), to metrics.jsonl (rank 0)."""
         import torch
 
-        now = time.time()
         metrics = {
             "kind": "train",
             "step": self.global_step,
@@ -500,20 +488,16 @@ class Trainer:
             "loss": loss,
             "lr": self.lr,
             "logit_scale": float(unwrap(self.model).logit_scale.detach().exp()),
-            "samples_per_s": self._samples_since_log / max(now - self._t_log, 1e-9),
             "text_type": text_type,
             "total_steps": self.total_steps,
         }
         if is_cuda(self.device):
             metrics["max_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
-        self.callbacks.on_step(metrics)
-        if self._log_due():
-            metrics["time"] = runlib.now_iso()
-            metrics["bad_samples"] = self.result.bad_samples
-            metrics.update(data_totals or {})
-            self.result.data_problems = dict(data_totals or {})
-            self._log(metrics)
-            self._t_log, self._samples_since_log = now, 0
+        logged = None
+        if data_totals is not None:
+            self.result.data_problems = dict(data_totals)
+            logged = {"bad_samples": self.result.bad_samples, **data_totals}
+        self.reporter.step(metrics, logged)
 
     def _stop_if_signalled(self, batch: int) -> None:
         """Save and stop when any rank got a stop signal (a collective): InterruptedByUser
@@ -572,13 +556,9 @@ class Trainer:
             finally:
                 self.model.train()
             self.result.last_eval = record
-            self._log(record)
+            self.reporter.log(record)
         barrier()
         self.callbacks.on_eval(record)
-
-    def _log(self, record: dict[str, Any]) -> None:
-        if self.metrics_log is not None:
-            self.metrics_log.write(record)
 
     def _write_status(self, status: str) -> None:
         import contextlib
@@ -586,8 +566,7 @@ class Trainer:
         if self.is_main:
             with contextlib.suppress(OSError):  # e.g. the disk is full: keep the first error
                 runlib.write_run_json(self.run_dir, status=status, steps=self.global_step)
-            if self.metrics_log is not None:
-                self.metrics_log.status = status
+            self.reporter.set_status(status)
 
     def _finish(self) -> TrainResult:
         result = self.result
@@ -597,8 +576,7 @@ class Trainer:
             runlib.write_run_json(
                 self.run_dir, status="finished", finished=runlib.now_iso(), steps=self.global_step
             )
-            if self.metrics_log is not None:
-                self.metrics_log.status = "finished"
+            self.reporter.set_status("finished")
         self.callbacks.on_end(result)
         return result
 
