@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from biotrove_cli.core.errors import BiotroveError, UsageError
+from biotrove_cli.core.models.spec import backend_of
 from biotrove_cli.core.runtime import resolve_device, tqdm_progress
 from biotrove_cli.core.taxonomy.rank import Rank
 
@@ -92,7 +93,8 @@ def load_model(model: str = "clip-o", *, device: str = "auto", arch: str | None 
     """
     from biotrove_cli.core.models.load import load_model as _load
 
-    return _load(model, arch=arch, device=resolve_device(device, option="device"))
+    where = resolve_device(device, option="device", backend=backend_of(model))
+    return _load(model, arch=arch, device=where)
 
 
 class Classifier:
@@ -144,7 +146,7 @@ class Classifier:
             within=within,
             checklist=str(checklist) if checklist is not None else None,
             batch_size=batch_size,
-            device=resolve_device(device, option="device"),
+            device=resolve_device(device, option="device", backend=backend_of(model)),
             precision=precision,
             workers=workers,
             text_type=text_type,
@@ -243,7 +245,7 @@ def embed(
         model=str(model),
         recursive=recursive,
         batch_size=batch_size,
-        device=resolve_device(device, option="device"),
+        device=resolve_device(device, option="device", backend=backend_of(model)),
         precision=precision,
         workers=workers,
         arch=arch,

@@ -304,9 +304,9 @@ def test_folders_that_hold_no_loadable_model_fail_clearly(tmp_path):
     onnx_dir.mkdir()
     folder.mkdir()
     (onnx_dir / "onnx_config.json").write_text("{}")
-    with pytest.raises(InputError) as err:
+    with pytest.raises(ModelLoadError) as err:  # an ONNX bundle with a broken config
         load_model(onnx_dir)
-    assert "ONNX export" in err.value.message and "--format open_clip" in err.value.hint
+    assert "has no 'inputs'" in err.value.message and "export the model again" in err.value.hint
     with pytest.raises(InputError) as err:
         load_model(folder)
     assert "neither an exported model folder nor a run folder" in err.value.message

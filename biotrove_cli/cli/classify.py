@@ -129,6 +129,7 @@ def classify_cmd(
     from biotrove_cli.core.errors import UsageError
     from biotrove_cli.core.evaluation.classify import ClassifyConfig, prepare_classify
     from biotrove_cli.core.locks import lock_output
+    from biotrove_cli.core.models.spec import backend_of
     from biotrove_cli.core.runtime import resolve_device, timed
     from biotrove_cli.output.predictions import write_predictions
     from biotrove_cli.output.render import resolve_format
@@ -146,7 +147,7 @@ def classify_cmd(
         min_confidence=min_confidence,
         recursive=recursive,
         batch_size=batch_size,
-        device=resolve_device(device),
+        device=resolve_device(device, backend=backend_of(model)),
         precision=precision.value,
         workers=workers,
         text_type=text_type,

@@ -95,6 +95,7 @@ def embed_cmd(
     """
     from biotrove_cli.core.evaluation.embed import EmbedConfig, prepare_embed
     from biotrove_cli.core.locks import lock_output
+    from biotrove_cli.core.models.spec import backend_of
     from biotrove_cli.core.runtime import resolve_device
     from biotrove_cli.output.embeddings import resolve_embed_format, write_embeddings
 
@@ -105,7 +106,7 @@ def embed_cmd(
         model=model,
         recursive=recursive,
         batch_size=batch_size,
-        device=resolve_device(device),
+        device=resolve_device(device, backend=backend_of(model)),
         precision=precision.value,
         workers=workers,
         arch=arch,

@@ -227,6 +227,7 @@ def eval_cmd(
     from biotrove_cli.core.evaluation.config import EvalConfig
     from biotrove_cli.core.evaluation.run import run_eval
     from biotrove_cli.core.evaluation.zeroshot import parse_modes
+    from biotrove_cli.core.models.spec import backend_of
     from biotrove_cli.core.runtime import resolve_device
     from biotrove_cli.core.taxonomy.rank import Rank
     from biotrove_cli.output import progress
@@ -274,7 +275,13 @@ def eval_cmd(
             f"--confusion {conf[0].value}: that rank is not among --ranks {ranks}",
             hint="add it to --ranks",
         )
-    cfg.device = resolve_device(cfg.device)
+    backends = {backend_of(m) for m in cfg.models}
+    cfg.device = resolve_device(cfg.device, backend="onnx" if backends == {"onnx"} else "torch")
+    if "onnx" in backends and nproc_per_node > 1:
+        raise UsageError(
+            f"--nproc-per-node {nproc_per_node}: an ONNX bundle is evaluated in one process",
+            hint="drop --nproc-per-node (onnxruntime uses every core of this process)",
+        )
     if nproc_per_node > 1:
         console.step(f"evaluating on {nproc_per_node} processes through torchrun ({cfg.device})")
         payload = run_eval(

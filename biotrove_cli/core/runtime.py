@@ -45,18 +45,31 @@ def _mps_available() -> bool:
 
 
 def resolve_device(
-    device: str | None, *, local_rank: int | None = None, option: str = "--device"
+    device: str | None,
+    *,
+    local_rank: int | None = None,
+    option: str = "--device",
+    backend: str = "torch",
 ) -> str:
     """``auto`` -> ``cuda`` / ``mps`` / ``cpu``; an explicit device is checked against this
     machine. Under torchrun (``local_rank`` given) a bare ``cuda`` becomes ``cuda:LOCAL_RANK``.
+    The ``onnx`` backend (an ONNX bundle: :func:`models.spec.backend_of`) runs on the CPU and
+    never imports torch.
 
     Raises:
         UsageError: the device does not exist here (exit 2), naming ``option``.
     """
-    import torch
-
     want = (device or "auto").strip().lower()
     label = f"{option} {want}" if option.startswith("-") else f"{option}={want}"
+    if backend == "onnx":
+        if want not in ("auto", "cpu"):
+            raise UsageError(
+                f"{label}: an ONNX bundle runs on the CPU (onnxruntime)",
+                hint=f"use {option} cpu (or auto), or the open_clip export for a GPU",
+            )
+        return "cpu"
+    import torch
+
     if want == "auto":
         if torch.cuda.is_available():
             want = "cuda"

@@ -70,7 +70,7 @@ class CandidateTally:
             groups: [B] each photo's group.
             labels, names: each photo's true name and the classes' names (for examples).
         """
-        import torch
+        from biotrove_cli.core.evaluation.arrays import masked_argmax
 
         keep = []
         for i, opts in enumerate(options):
@@ -90,10 +90,7 @@ class CandidateTally:
                 keep.append(i)
         if not keep:
             return
-        mask = torch.full((len(keep), logits.shape[1]), float("-inf"), device=logits.device)
-        for row, i in enumerate(keep):
-            mask[row, list(options[i])] = 0.0
-        pred = (logits[keep].float() + mask).argmax(dim=1).cpu().numpy()
+        pred = masked_argmax(logits, keep, [list(options[i]) for i in keep])
         kept = np.asarray(keep)
         hit = pred == truth[kept]
         g = groups[kept]

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from biotrove_cli.core.errors import InputError, UsageError
+from biotrove_cli.core.evaluation import arrays
 from biotrove_cli.core.evaluation.classify_inputs import expand_paths
 from biotrove_cli.core.evaluation.classify_records import (
     STREAM_FORMATS,
@@ -38,6 +39,7 @@ from biotrove_cli.core.evaluation.zeroshot import (
     TextSettings,
     ZeroShotClassifier,
     build_classifier,
+    make_image_encoder,
 )
 from biotrove_cli.core.runtime import ProgressFn
 from biotrove_cli.core.taxonomy.banks import BANKS, DEFAULT_BANK
@@ -222,7 +224,7 @@ def build_engine(cfg: ClassifyConfig, given: LabelBank | None = None) -> Classif
         use_cache=cfg.use_cache,
         embed_bank=full if full is not bank else None,
     )
-    return ClassifyEngine(loaded, clf, ImageEncoder(loaded, cfg.precision), text)
+    return ClassifyEngine(loaded, clf, make_image_encoder(loaded, cfg.precision), text)
 
 
 # -- the job --------------------------------------------------------------------------------------
@@ -297,7 +299,7 @@ class ClassifyJob:
         out: list[list[dict[str, Any]]] = [[] for _ in paths]
         if clf.is_custom:
             k = min(cfg.k, sp.shape[1])
-            vals, idx = (t.cpu().tolist() for t in sp.topk(k, dim=1))
+            vals, idx = arrays.topk(sp, k)
             for i, path in enumerate(paths):
                 out[i] = [
                     prediction_row(self.bank, path, None, j + 1, idx[i][j], vals[i][j])
@@ -308,8 +310,7 @@ class ClassifyJob:
             ranks = [r for r in reversed(RANKS) if r <= cfg.rank]
             best = {}
             for r in ranks:
-                v, ix = clf.rollup(sp, r).max(dim=1)
-                best[r] = (v.cpu().tolist(), ix.cpu().tolist())
+                best[r] = arrays.row_max(clf.rollup(sp, r))
             for i, path in enumerate(paths):
                 for r in ranks:
                     v, ix = best[r][0][i], best[r][1][i]
@@ -323,7 +324,7 @@ class ClassifyJob:
             return out
         probs = clf.rollup(sp, cfg.rank)
         k = min(cfg.k, probs.shape[1])
-        vals, idx = (t.cpu().tolist() for t in probs.topk(k, dim=1))
+        vals, idx = arrays.topk(probs, k)
         for i, path in enumerate(paths):
             out[i] = [
                 prediction_row(self.bank, path, cfg.rank, j + 1, idx[i][j], vals[i][j])

@@ -21,12 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from torch.utils.data import IterableDataset
-
 from biotrove_cli.core.data.sample import sample_image_bytes, sample_meta, taxon_from_meta
 from biotrove_cli.core.data.shards import Prefetch, ReadOptions, ShardProblem, read_shard
 from biotrove_cli.core.errors import InputError, UsageError
 from biotrove_cli.core.evaluation.config import EvalConfig
+from biotrove_cli.core.evaluation.decode import collate, decode_image, load_file
 from biotrove_cli.core.evaluation.labels import NameClasses
 from biotrove_cli.core.evaluation.tables import (
     TableRow,
@@ -44,37 +43,6 @@ from biotrove_cli.core.taxonomy.readers import SUPPORTED_SUFFIXES, table_suffix
 
 # what --data may be as a table: the metadata formats, less a .txt list of names
 TABLE_SUFFIXES = tuple(s for s in SUPPORTED_SUFFIXES if s != ".txt")
-
-
-def _decode(data: bytes, source: str, preprocess: Any, draft: int) -> tuple[Any, str]:
-    from biotrove_cli.core.data.images import ImageError, decode
-
-    try:
-        img = decode(data, source=source, draft=(draft, draft)).image
-        return preprocess(img), ""
-    except ImageError as exc:
-        return None, exc.reason
-    except (OSError, ValueError, RuntimeError):  # a transform that chokes on an image
-        return None, "corrupt"
-
-
-def load_file(candidates: Sequence[str], preprocess: Any, draft: int) -> tuple[Any, str]:
-    """The first existing candidate, decoded and preprocessed; (None, reason) when it fails
-    (``unsupported`` when none exists but the first is there in a format biotrove does not
-    read, e.g. ``{photo_id}.gif``)."""
-    from biotrove_cli.core.data.images import ImageError, missing_error, read_bytes
-
-    if not candidates:
-        return None, "missing"
-    for cand in candidates:
-        try:
-            data = read_bytes(cand)
-        except ImageError as exc:
-            if exc.reason == "missing":
-                continue
-            return None, exc.reason
-        return _decode(data, cand, preprocess, draft)
-    return None, missing_error(candidates[0]).reason
 
 
 class TableDataset:
@@ -100,7 +68,7 @@ class TableDataset:
         }
 
 
-class ShardDataset(IterableDataset):
+class ShardDataset:
     """Samples of shards, split across distributed ranks and DataLoader workers.
 
     With at least as many shards as (ranks x workers), each reader takes whole shards; with
@@ -182,31 +150,12 @@ class ShardDataset(IterableDataset):
         data = sample_image_bytes(sample)
         if data is None:
             return {"key": key, "taxon": taxon, "image": None, "error": "missing"}
-        image, reason = _decode(data, f"{shard_name(shard)}:{key}", self.preprocess, self.draft)
+        source = f"{shard_name(shard)}:{key}"
+        image, reason = decode_image(data, source, self.preprocess, self.draft)
         return {"key": key, "taxon": taxon, "image": image, "error": reason}
 
 
 EMPTY_TAXON = Taxon(names=("", "", "", "", "", "", ""))
-
-
-def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack the decoded images; keep the failures aside with their reason, and shard problems
-    (which are not samples) apart."""
-    import torch
-
-    problems = [it["problem"] for it in items if "problem" in it]
-    items = [it for it in items if "problem" not in it]
-    ok = [it for it in items if it["image"] is not None]
-    return {
-        "images": torch.stack([it["image"] for it in ok]) if ok else None,
-        "taxa": [it["taxon"] for it in ok],
-        "keys": [it["key"] for it in ok],
-        "index": [it.get("index", -1) for it in ok],  # table rows: the row of each image
-        "bad": [(it["key"], it["error"]) for it in items if it["image"] is None],
-        "ok_flags": [it["image"] is not None for it in items],
-        "n": len(items),
-        "shard_problems": problems,
-    }
 
 
 def trim(batch: dict[str, Any], take: int) -> dict[str, Any]:
@@ -437,16 +386,28 @@ def eval_loader(
     world: int = 1,
     limit: int | None = None,
     pin_memory: bool = False,
+    threads: bool = False,
 ) -> Any:
-    """The image batches of this rank's share of an eval dataset (its first ``limit`` samples)."""
+    """The image batches of this rank's share of an eval dataset (its first ``limit`` samples).
+
+    ``threads``: decode in threads, without torch's DataLoader (the ONNX backend; tables and
+    image folders: shards stream through a DataLoader either way)."""
     if ds.kind != "shards":
         rows = ds.rows[:limit] if limit is not None else ds.rows
         dataset: Any = TableDataset(rows[rank::world], preprocess, image_size)
     else:
+        from biotrove_cli.core.evaluation.torch_iterable import TorchIterable
+
         per_rank = None if limit is None else share(limit, rank, world)
-        dataset = ShardDataset(
-            ds.shards, preprocess, image_size, rank, world, per_rank, ds.sizes, ds.options
+        dataset = TorchIterable(
+            ShardDataset(
+                ds.shards, preprocess, image_size, rank, world, per_rank, ds.sizes, ds.options
+            )
         )
+    if threads and ds.kind != "shards":
+        from biotrove_cli.core.evaluation.threaded import thread_batches
+
+        return thread_batches(dataset, batch_size, max(1, workers), collate)
     return image_loader(dataset, batch_size, workers, pin_memory)
 
 

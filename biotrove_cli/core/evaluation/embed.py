@@ -142,7 +142,9 @@ class EmbedJob:
             self.summary.seconds = time.perf_counter() - t0
 
     def _rows(self, batch: Any) -> list[dict[str, Any]]:
-        feats = batch.features.float().cpu().numpy() if batch.features is not None else None
+        from biotrove_cli.core.evaluation.arrays import to_numpy
+
+        feats = to_numpy(batch.features) if batch.features is not None else None
         failures = iter(batch.failures)
         rows: list[dict[str, Any]] = []
         ok_i = 0
@@ -170,6 +172,8 @@ class EmbedJob:
 
 
 def _embed_dim(loaded: Any) -> int:
+    if loaded.model is None:  # an ONNX bundle: its config says
+        return int(loaded.model_cfg.get("embed_dim") or 0)
     proj = getattr(loaded.model, "text_projection", None)
     if proj is not None and getattr(proj, "ndim", 0) == 2:
         return int(proj.shape[1])
@@ -227,9 +231,9 @@ def prepare_embed(
         job.text_rows = _text_rows(cfg, loaded, summary)
         summary.n_inputs = len(job.text_rows)
     else:
-        from biotrove_cli.core.evaluation.zeroshot import ImageEncoder
+        from biotrove_cli.core.evaluation.zeroshot import make_image_encoder
 
-        job.encoder = ImageEncoder(loaded, cfg.precision)
+        job.encoder = make_image_encoder(loaded, cfg.precision)
         summary.model["precision"] = job.encoder.precision
     return job
 
@@ -261,7 +265,9 @@ def _text_rows(cfg: EmbedConfig, loaded: Any, summary: EmbedSummary) -> list[dic
     t0 = time.perf_counter()
     emb, _ = class_embeddings(loaded, prompts, use_cache=cfg.use_cache)
     summary.seconds = time.perf_counter() - t0
-    emb = emb.float().cpu().numpy()
+    from biotrove_cli.core.evaluation.arrays import to_numpy
+
+    emb = to_numpy(emb)
     summary.labels = bank.source or DEFAULT_BANK
     summary.text = {"text_type": text.text_type, "templates": text.templates_name}
     species = None if bank.is_custom else bank.classes(Rank.SPECIES)

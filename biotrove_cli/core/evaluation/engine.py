@@ -205,6 +205,12 @@ def _check_scored(models: list[ModelTally], cfg: EvalConfig) -> None:
 
 
 def _dist_place() -> tuple[int, int]:
+    """(rank, world size) of an initialised process group; (0, 1) without one. A process that
+    has not imported torch has none (the ONNX backend never imports it)."""
+    import sys
+
+    if "torch" not in sys.modules:
+        return 0, 1
     try:
         import torch.distributed as dist
 

@@ -9,6 +9,7 @@ reason code (``missing``, ``not_image``, ``truncated``...), in input order.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -84,7 +85,7 @@ class ItemDataset:
         return len(self.items)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        from biotrove_cli.core.evaluation.data import load_file
+        from biotrove_cli.core.evaluation.decode import load_file
 
         item = self.items[i]
         key = item_key(item, i)
@@ -115,24 +116,30 @@ def encode_batches(
 
     Args:
         loaded: the :class:`LoadedModel` (its preprocessing and input size).
-        encoder: an :class:`ImageEncoder` of the model.
-        workers: decoding processes; None = auto (:func:`runtime.resolve_workers`); in-memory
-            images are always preprocessed in this process.
+        encoder: the model's image encoder (:func:`zeroshot.make_image_encoder`).
+        workers: decoding processes (threads for an ONNX bundle); None = auto
+            (:func:`runtime.resolve_workers`); in-memory images are always preprocessed in
+            this process.
         timer: ``timer[0]`` is kept at the seconds the pass has taken so far.
     """
-    from biotrove_cli.core.evaluation.data import image_loader
-
     if not items:
         return
     n_workers = 0 if in_memory(items) else resolve_workers(workers, encoder.device, encoder.params)
-    loader = image_loader(
-        ItemDataset(items, loaded.preprocess, loaded.image_size),
-        batch_size,
-        n_workers,
-        pin_memory=encoder.cuda,
-    )
+    dataset = ItemDataset(items, loaded.preprocess, loaded.image_size)
+    if getattr(encoder, "backend", "torch") == "onnx":
+        # no torch: threads decode (at least one, a batch or two ahead of onnxruntime)
+        from biotrove_cli.core.evaluation.decode import collate
+        from biotrove_cli.core.evaluation.threaded import thread_batches
+
+        loader: Any = thread_batches(dataset, batch_size, max(1, n_workers), collate)
+        threads: Any = contextlib.nullcontext()
+    else:
+        from biotrove_cli.core.evaluation.data import image_loader
+
+        loader = image_loader(dataset, batch_size, n_workers, pin_memory=encoder.cuda)
+        threads = cpu_threads(n_workers, encoder.device)
     t0 = time.perf_counter()
-    with cpu_threads(n_workers, encoder.device):
+    with threads:
         for batch in loader:
             feats = encoder(batch["images"]) if batch["images"] is not None else None
             keys: list[str] = []

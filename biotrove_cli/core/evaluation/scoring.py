@@ -7,12 +7,14 @@ This module imports torch at import time; the CLI imports it inside the command 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from biotrove_cli.core.evaluation import arrays
 from biotrove_cli.core.evaluation.candidates import CandidateTally
 from biotrove_cli.core.evaluation.config import EvalConfig
 from biotrove_cli.core.evaluation.data import Dataset, eval_loader, share, trim
@@ -24,6 +26,7 @@ from biotrove_cli.core.evaluation.zeroshot import (
     TextSettings,
     ZeroShotClassifier,
     build_classifier,
+    make_image_encoder,
 )
 from biotrove_cli.core.runtime import cpu_threads, resolve_workers
 from biotrove_cli.core.taxonomy.labelbank import LabelBank
@@ -164,7 +167,7 @@ def _score_batch(
                 continue
             probs = clf.probs(feats, rank, mode, species_probs)
             k = min(TOPK, probs.shape[1])
-            top = probs.topk(k, dim=1).indices.cpu().numpy()
+            top = arrays.topk_indices(probs, k)
             t.update(col[keep], top[keep])
             if rank is Rank.SPECIES:
                 tally.severity[mode].update(top[keep, 0], col[keep], s2c)
@@ -175,11 +178,7 @@ def _score_batch(
 
 def _nll(probs: Any, rows: Any, truth: Any) -> float:
     """Summed -log p of the true classes (the rows with a truth)."""
-    import torch
-
-    rows_t = torch.as_tensor(rows, device=probs.device)
-    truth_t = torch.as_tensor(truth, device=probs.device)
-    return -float(probs[rows_t, truth_t].float().clamp_min(1e-12).log().sum())
+    return arrays.picked_nll(probs, rows, truth)
 
 
 def evaluate_model(
@@ -257,7 +256,9 @@ def _scorers(loaded: Any, ds: Dataset, cfg: EvalConfig, label: str) -> list[_Typ
                 names_hit = memo[key][1]
             else:
                 names_hit = True  # encoded for an earlier text type
-            weights = memo[key][0].float().to(loaded.device)
+            weights = arrays.as_float(memo[key][0])
+            if not arrays.is_numpy(weights):
+                weights = weights.to(loaded.device)
         n_classes = clf.n_classes if clf is not None else {}
         tally = ModelTally.for_config(
             getattr(loaded, "spec", label), label, n_classes, cfg, ds, text_type
@@ -298,7 +299,7 @@ class _RowLabels:
         t.skip(int((truth == BLANK).sum()))
         keep = np.flatnonzero(truth >= 0)
         if len(keep):
-            top = logits.topk(min(TOPK, logits.shape[1]), dim=1).indices.cpu().numpy()
+            top = arrays.topk_indices(logits, min(TOPK, logits.shape[1]))
             t.update(truth[keep], top[keep])
 
 
@@ -319,7 +320,7 @@ def score_text_types(
     training can score its live model; ``progress(n)`` gets the samples each batch consumed.
     Returns one tally per text type, in ``cfg.text_types`` order.
     """
-    encoder = ImageEncoder(loaded, cfg.precision)
+    encoder = make_image_encoder(loaded, cfg.precision)
     workers = resolve_workers(cfg.workers, encoder.device, encoder.params)
     loader = eval_loader(
         ds,
@@ -331,9 +332,11 @@ def score_text_types(
         world,
         cfg.limit,
         pin_memory=encoder.cuda,
+        threads=getattr(encoder, "backend", "torch") == "onnx",
     )
     per_rank_limit = None if cfg.limit is None else share(cfg.limit, rank, world)
-    with cpu_threads(workers, encoder.device):
+    onnx = getattr(encoder, "backend", "torch") == "onnx"  # decoding threads, no torch threads
+    with contextlib.nullcontext() if onnx else cpu_threads(workers, encoder.device):
         batches = iter(loader)  # the workers decode the first batches while texts are encoded
         scorers = _scorers(loaded, ds, cfg, label)
         t1 = time.perf_counter()

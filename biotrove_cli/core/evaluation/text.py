@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from biotrove_cli.core.errors import NonFiniteError
+from biotrove_cli.core.evaluation import arrays
 from biotrove_cli.core.models import registry
 from biotrove_cli.core.runtime import ProgressFn
 from biotrove_cli.core.taxonomy.captions import caption_body, check_text_type
@@ -54,10 +55,13 @@ def cache_key(fingerprint: str, prompts: list[list[str]]) -> str:
     return h.hexdigest()
 
 
-def _read_cache(path: Path, n_classes: int) -> Any | None:
+def _read_cache(path: Path, n_classes: int, numpy: bool = False) -> Any | None:
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
 
+    if numpy:
+        from safetensors.numpy import load_file
+    else:
+        from safetensors.torch import load_file
     try:
         emb = load_file(str(path))["embeddings"]
     except (OSError, SafetensorError, KeyError, ValueError, RuntimeError) as exc:
@@ -84,7 +88,7 @@ def bundled_embeddings(loaded: Any, key: str, n_classes: int) -> Any | None:
     emb = (pre.get("tensors") or {}).get("embeddings")
     if emb is None or meta.get("prompts_key") != key or emb.shape[0] != n_classes:
         return None
-    return emb.float()
+    return arrays.as_float(emb)
 
 
 def trimmed_text_encoder(model: Any) -> Callable[[Any], Any] | None:
@@ -147,6 +151,8 @@ def encode_prompts(
             rounding), several times faster for taxonomic prompts; ignored for text towers it
             does not apply to.
     """
+    if getattr(loaded, "backend", "torch") == "onnx":
+        return _encode_prompts_onnx(loaded, prompts, batch_size, progress)
     import torch
     import torch.nn.functional as F
 
@@ -188,19 +194,38 @@ def encode_prompts(
     return F.normalize(summed, dim=-1)
 
 
+def _encode_prompts_onnx(
+    loaded: Any, prompts: list[list[str]], batch_size: int, progress: ProgressFn | None
+) -> Any:
+    """:func:`encode_prompts` through an ONNX bundle's text encoder (numpy)."""
+    import numpy as np
+
+    flat = [p for cls in prompts for p in cls]
+    owners = np.asarray([i for i, cls in enumerate(prompts) for _ in cls], dtype=np.int64)
+    out = []
+    for start in range(0, len(flat), batch_size):
+        out.append(loaded.encode_texts(flat[start : start + batch_size]))
+        if progress is not None:
+            progress(min(start + batch_size, len(flat)), len(flat))
+    if not out:
+        return np.zeros((len(prompts), 1), dtype=np.float32)
+    feats = arrays.normalize_rows(np.concatenate(out).astype(np.float32))
+    summed = np.zeros((len(prompts), feats.shape[1]), dtype=np.float32)
+    np.add.at(summed, owners, feats)
+    return arrays.normalize_rows(summed)
+
+
 def check_finite_embeddings(loaded: Any, emb: Any) -> None:
     """Refuse class embeddings holding NaN or infinity (every score would be noise).
 
     Raises:
         NonFiniteError: naming the model and how many classes are affected.
     """
-    import torch
-
-    finite = torch.isfinite(emb).all(dim=-1)
-    if not bool(finite.all()):
+    bad = arrays.nonfinite_rows(emb)
+    if bad:
         raise NonFiniteError(
             f"{getattr(loaded, 'spec', 'the model')}: the text tower gives non-finite "
-            f"embeddings (NaN or infinity) for {int((~finite).sum())} of {len(emb)} classes",
+            f"embeddings (NaN or infinity) for {bad} of {len(emb)} classes",
             hint="the model's weights are broken; use another checkpoint",
         )
 
@@ -223,6 +248,7 @@ def class_embeddings(
     """
     from biotrove_cli.core.io import atomic_open
 
+    onnx = getattr(loaded, "backend", "torch") == "onnx"  # numpy, and no torch
     key = cache_key(loaded.text_fingerprint(), prompts)
     bundled = bundled_embeddings(loaded, key, len(prompts))
     if bundled is not None:
@@ -232,19 +258,21 @@ def class_embeddings(
     if use_cache:
         path = cache_root() / key[:2] / f"{key}.safetensors"
         if path.is_file():
-            emb = _read_cache(path, len(prompts))
+            emb = _read_cache(path, len(prompts), numpy=onnx)
             if emb is not None:
                 return emb, True
     emb = encode_prompts(loaded, prompts, batch_size=batch_size, progress=progress, trim=trim)
     check_finite_embeddings(loaded, emb)  # before the cache keeps them
     if path is not None:
-        from safetensors.torch import save
-
+        if onnx:
+            from safetensors.numpy import save
+        else:
+            from safetensors.torch import save
         try:
             with atomic_open(path, "wb") as fh:
                 fh.write(
                     save(
-                        {"embeddings": emb.contiguous()},
+                        {"embeddings": emb if onnx else emb.contiguous()},
                         metadata={"classes": str(len(prompts)), "version": CACHE_VERSION},
                     )
                 )

@@ -24,6 +24,7 @@ from enum import Enum
 from typing import Any
 
 from biotrove_cli.core.errors import NonFiniteError, UsageError
+from biotrove_cli.core.evaluation import arrays
 from biotrove_cli.core.evaluation.templates import load_templates
 from biotrove_cli.core.evaluation.text import class_embeddings, class_prompts
 from biotrove_cli.core.runtime import ProgressFn, resolve_precision
@@ -116,6 +117,16 @@ class ImageEncoder:
         return feats
 
 
+def make_image_encoder(loaded: Any, precision: str = "auto") -> Any:
+    """The image encoder of a loaded model: :class:`ImageEncoder` (PyTorch) or, for an ONNX
+    bundle, :class:`~biotrove_cli.core.models.onnx.encoder.OnnxImageEncoder` (onnxruntime)."""
+    if getattr(loaded, "backend", "torch") == "onnx":
+        from biotrove_cli.core.models.onnx.encoder import OnnxImageEncoder
+
+        return OnnxImageEncoder(loaded, precision)
+    return ImageEncoder(loaded, precision)
+
+
 @dataclass
 class ZeroShotClassifier:
     """Class embeddings of a label bank, and the scoring for each rank and mode."""
@@ -130,7 +141,10 @@ class ZeroShotClassifier:
     text_seconds: float = 0.0
 
     def to(self, device: Any) -> ZeroShotClassifier:
-        """Move the class weights and roll-up maps to ``device`` (where the image features are)."""
+        """Move the class weights and roll-up maps to ``device`` (where the image features are;
+        numpy weights, the ONNX backend's, stay where they are)."""
+        if self.species_weights is not None and arrays.is_numpy(self.species_weights):
+            return self
         if self.species_weights is not None:
             self.species_weights = self.species_weights.to(device)
         self.prompt_weights = {r: w.to(device) for r, w in self.prompt_weights.items()}
@@ -143,34 +157,17 @@ class ZeroShotClassifier:
 
     def species_probs(self, feats: Any) -> Any:
         """[B, S] species (or custom label) probabilities."""
-        import torch
-
-        with torch.inference_mode():
-            return torch.softmax(self.logit_scale * feats @ self.species_weights.T, dim=-1)
+        return arrays.softmax_scores(feats, self.species_weights, self.logit_scale)
 
     def rollup(self, species_probs: Any, rank: Rank) -> Any:
         """[B, C] probabilities of the classes at ``rank``: sums of their species' probabilities."""
-        import torch
-
         if rank is Rank.SPECIES or self.is_custom:
             return species_probs
-        index = self.rollup_index[rank]
-        valid = index >= 0
-        out = torch.zeros(
-            species_probs.shape[0],
-            self.n_classes[rank],
-            dtype=species_probs.dtype,
-            device=species_probs.device,
-        )
-        return out.index_add_(1, index[valid], species_probs[:, valid])
+        return arrays.sum_columns(species_probs, self.rollup_index[rank], self.n_classes[rank])
 
     def prompt_probs(self, feats: Any, rank: Rank) -> Any:
         """[B, C] probabilities over the distinct taxa at ``rank``, each with its own prompts."""
-        import torch
-
-        weights = self.prompt_weights[rank]
-        with torch.inference_mode():
-            return torch.softmax(self.logit_scale * feats @ weights.T, dim=-1)
+        return arrays.softmax_scores(feats, self.prompt_weights[rank], self.logit_scale)
 
     def probs(self, feats: Any, rank: Rank, mode: Mode, species_probs: Any = None) -> Any:
         if mode is Mode.PROMPT and not self.is_custom:
@@ -182,8 +179,11 @@ class ZeroShotClassifier:
         return self.rollup(species_probs, rank)
 
 
-def _logit_scale(model: Any) -> float:
-    scale = getattr(model, "logit_scale", None)
+def _logit_scale(loaded: Any) -> float:
+    """The model's learned temperature, at most 100 (an ONNX bundle records it)."""
+    if getattr(loaded, "backend", "torch") == "onnx":
+        return min(float(loaded.logit_scale), 100.0)
+    scale = getattr(loaded.model, "logit_scale", None)
     if scale is None:
         return 100.0
     value = float(scale.detach().float().exp().item())
@@ -192,11 +192,9 @@ def _logit_scale(model: Any) -> float:
 
 def _select_rows(full_bank: LabelBank, full: Any, bank: LabelBank) -> Any:
     """Rows of ``full`` (embeddings of ``full_bank``'s species) for the species of ``bank``."""
-    import torch
-
     index = {t.species_key: i for i, t in enumerate(full_bank.taxa)}
     rows = [index[t.species_key] for t in bank.taxa]
-    return full[torch.tensor(rows, dtype=torch.long)]
+    return full[arrays.index(rows, arrays.is_numpy(full))]
 
 
 def build_classifier(
@@ -222,7 +220,6 @@ def build_classifier(
             share many: above species, sci, com and sci_com all name the taxon alone); filled
             with the new ones.
     """
-    import torch
 
     def embed(prompts: list[list[str]]) -> tuple[Any, bool]:
         key = tuple(tuple(p) for p in prompts)
@@ -236,8 +233,9 @@ def build_classifier(
         return emb, hit
 
     text = text or TextSettings()
+    onnx = getattr(loaded, "backend", "torch") == "onnx"  # numpy weights and maps
     t0 = time.perf_counter()
-    clf = ZeroShotClassifier(bank=bank, logit_scale=_logit_scale(loaded.model))
+    clf = ZeroShotClassifier(bank=bank, logit_scale=_logit_scale(loaded))
     modes = list(modes)
     need_species = Mode.ROLLUP in modes or Rank.SPECIES in ranks or bank.is_custom
     if need_species:
@@ -245,13 +243,13 @@ def build_classifier(
         emb, hit = embed(class_prompts(source, Rank.SPECIES, text.text_type, text.templates))
         if source is not bank:
             emb = _select_rows(source, emb, bank)
-        clf.species_weights = emb.float()
+        clf.species_weights = arrays.as_float(emb)
         clf.cache["species"] = hit
     if not bank.is_custom:
         for rank in RANKS:
             rc = bank.classes(rank)
             clf.n_classes[rank] = len(rc)
-            clf.rollup_index[rank] = torch.tensor(rc.species_to_class, dtype=torch.long)
+            clf.rollup_index[rank] = arrays.index(rc.species_to_class, onnx)
         if Mode.PROMPT in modes:
             for rank in ranks:
                 if rank is Rank.SPECIES and clf.species_weights is not None:
@@ -261,7 +259,7 @@ def build_classifier(
                 if not prompts:
                     continue
                 emb, hit = embed(prompts)
-                clf.prompt_weights[rank] = emb.float()
+                clf.prompt_weights[rank] = arrays.as_float(emb)
                 clf.cache[f"prompt:{rank.value}"] = hit
     else:
         clf.n_classes[Rank.SPECIES] = len(bank)

@@ -7,12 +7,13 @@ message saying what it is and what to pass instead.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 
 from biotrove_cli.core.errors import BiotroveError, InputError, UsageError
 from biotrove_cli.core.layout import BUNDLE_CONFIG, CHECKPOINT_DIR
 from biotrove_cli.core.models import registry
-from biotrove_cli.core.models.loaded import LoadedModel
 from biotrove_cli.core.models.loaders import (
     load_arch_file,
     load_bundle,
@@ -26,8 +27,10 @@ from biotrove_cli.core.models.loaders import (
 from biotrove_cli.core.models.published import load_preset
 from biotrove_cli.core.models.spec import ModelSpec, SpecKind, parse_model_spec
 
+log = logging.getLogger("biotrove")
 
-def load_model(spec: str | Path, *, arch: str | None = None, device: str = "cpu") -> LoadedModel:
+
+def load_model(spec: str | Path, *, arch: str | None = None, device: str = "cpu") -> Any:
     """Load any model a user can name (see :mod:`spec`), ready for inference.
 
     Args:
@@ -35,11 +38,26 @@ def load_model(spec: str | Path, *, arch: str | None = None, device: str = "cpu"
         arch: the open_clip architecture of bare weights (``--arch``), when not inferred.
         device: where the model goes.
 
+    Returns:
+        a :class:`LoadedModel`, or for an ONNX bundle an
+        :class:`~biotrove_cli.core.models.onnx.model.OnnxModel` (onnxruntime, no torch).
+
     Raises:
         ModelLoadError (and subclasses): with a hint naming what to do next.
         InputError, UsageError: the spec names nothing loadable.
     """
     s = parse_model_spec(spec)
+    if s.kind is SpecKind.ONNX:
+        from biotrove_cli.core.models.onnx.model import load_onnx
+
+        if str(device) != "cpu":
+            raise UsageError(
+                f"{s.path}: an ONNX bundle runs on the CPU (onnxruntime), not on {device}",
+                hint="use --device cpu (or auto), or the open_clip export for a GPU",
+            )
+        if arch is not None:
+            log.info("--arch is ignored for an ONNX bundle (its config names the architecture)")
+        return load_onnx(s.path, s.text)
     match s.kind:
         case SpecKind.BUNDLE:
             return load_bundle(s.file, s.text, device)
@@ -64,12 +82,6 @@ def load_model(spec: str | Path, *, arch: str | None = None, device: str = "cpu"
 
 def not_loadable(s: ModelSpec) -> BiotroveError:
     """The error for a spec that names nothing biotrove loads (ONNX, a folder, nothing)."""
-    if s.kind is SpecKind.ONNX:
-        return InputError(
-            f"{s.path}: an ONNX export, for runtimes without PyTorch",
-            hint="load its .onnx files with onnxruntime (see the README); biotrove commands "
-            "take the open_clip export (biotrove export --format open_clip)",
-        )
     if s.kind is SpecKind.FOLDER:
         return InputError(
             f"{s.path}: is neither an exported model folder nor a run folder",

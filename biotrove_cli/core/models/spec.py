@@ -50,7 +50,7 @@ class SpecKind(str, Enum):
     PRETRAINED = "pretrained"  # ARCH:TAG
     RANDOM = "random"  # ARCH:random (or none, scratch)
     ARCH_FILE = "arch-file"  # ARCH:/path/to/file.pt
-    ONNX = "onnx"  # an ONNX export: not loadable by biotrove (for runtimes without PyTorch)
+    ONNX = "onnx"  # an ONNX export: runs on onnxruntime, without PyTorch
     FOLDER = "folder"  # any other existing folder
     UNKNOWN = "unknown"  # none of the above (a missing file, a bare architecture, a typo)
 
@@ -119,3 +119,10 @@ def _path_kind(path: Path) -> SpecKind:
     if path.is_dir():
         return SpecKind.FOLDER
     return SpecKind.SAFETENSORS if path.suffix == ".safetensors" else SpecKind.CHECKPOINT
+
+
+def backend_of(spec: str | Path | None) -> str:
+    """``onnx`` when ``spec`` names an ONNX bundle (onnxruntime, no torch), else ``torch``."""
+    if spec is None:
+        return "torch"
+    return "onnx" if parse_model_spec(spec).kind is SpecKind.ONNX else "torch"

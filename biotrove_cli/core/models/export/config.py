@@ -47,6 +47,9 @@ class ExportConfig:
     force: bool = False
     device: str = "cpu"  # where the label prompts are encoded
     batch_size: int = 256
+    quantize: str | None = None  # ONNX: "int8" (dynamic, or static with calibration photos)
+    calibration: Path | None = None  # ONNX: photos for static int8 and the agreement check
+    min_agreement: float = 0.98  # ONNX: top-1 agreement with the fp32 source model, at least
 
 
 @dataclass
@@ -61,6 +64,11 @@ class Verification:
     tolerance: float
     passed: bool
     pixel_max_abs_diff: float | None = None  # open_clip: the bundle's preprocessing vs source
+    # ONNX: top-1 agreement of the bundle (biotrove's ONNX backend, numpy preprocessing) with
+    # the fp32 PyTorch source over the bundled classes, on calibration or generated photos
+    agreement: float | None = None
+    agreement_images: int = 0
+    min_agreement: float | None = None
 
 
 @dataclass
@@ -92,6 +100,9 @@ class ExportResult:
         add("export", "out", str(self.out))
         add("export", "format", self.format.value)
         add("export", "dtype", self.dtype.value)
+        quant = (self.provenance.get("quantization") or {}).get("method")
+        if quant:
+            add("export", "quantize", f"int8 ({quant})")
         add("model", "arch", self.arch)
         add("model", "quick_gelu", self.quick_gelu)
         add("model", "arch_reason", self.arch_reason)
@@ -110,6 +121,9 @@ class ExportResult:
             add("verify", "image_max_abs_diff", f"{v.image_max_abs_diff:.2e}")
             add("verify", "text_max_abs_diff", f"{v.text_max_abs_diff:.2e}")
             add("verify", "tolerance", f"{v.tolerance:.0e}")
+            if v.agreement is not None:
+                add("verify", "top1_agreement", f"{v.agreement:.4f} ({v.agreement_images} photos)")
+                add("verify", "min_agreement", f"{v.min_agreement:g}")
             add("verify", "passed", v.passed)
         else:
             add("verify", "skipped", self.verify_skipped or "--no-verify")

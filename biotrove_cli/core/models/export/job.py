@@ -41,6 +41,7 @@ from biotrove_cli.core.models.export.verify import (
     verify_onnx,
     verify_open_clip,
 )
+from biotrove_cli.core.models.export.verify_agreement import measure_agreement
 from biotrove_cli.core.runtime import ProgressFn
 
 log = logging.getLogger("biotrove")
@@ -72,6 +73,7 @@ class ExportJob:
     templates_name: str
     templates: Sequence[str]
     bank: Any  # the LabelBank to bundle, or None
+    calibration: list[str] | None = None  # --calibration's photos (ONNX)
 
 
 def export_loaded(job: ExportJob, source: Any, progress: ProgressFn | None = None) -> ExportResult:
@@ -142,6 +144,7 @@ def check_export(cfg: ExportConfig) -> ExportJob:
         )
     if fmt is ExportFormat.onnx:
         _require_onnx()
+    calibration = _check_onnx_flags(cfg, fmt)
     text_type = check_text_type(cfg.text_type)
     templates_name, templates = load_templates(cfg.templates)
     out = Path(cfg.out).expanduser().absolute()
@@ -155,7 +158,47 @@ def check_export(cfg: ExportConfig) -> ExportJob:
         from biotrove_cli.core.taxonomy.labelbank import LabelBank
 
         bank = LabelBank.load(cfg.labels)
-    return ExportJob(cfg, dtype, fmt, out, text_type, templates_name, templates, bank)
+    return ExportJob(cfg, dtype, fmt, out, text_type, templates_name, templates, bank, calibration)
+
+
+def _check_onnx_flags(cfg: ExportConfig, fmt: ExportFormat) -> list[str] | None:
+    """Refuse ONNX-only flags elsewhere and a bad --quantize / --min-agreement; the photos
+    of --calibration (None without it)."""
+    if fmt is not ExportFormat.onnx:
+        for flag, value in (("--quantize", cfg.quantize), ("--calibration", cfg.calibration)):
+            if value:
+                raise UsageError(
+                    f"{flag} is for --format onnx", hint=f"add --format onnx, or drop {flag}"
+                )
+    if cfg.quantize not in (None, "int8"):
+        raise UsageError(f"--quantize {cfg.quantize}: unknown", hint="use --quantize int8")
+    if not 0.0 <= cfg.min_agreement <= 1.0:
+        raise UsageError(
+            f"--min-agreement must be in [0, 1], got {cfg.min_agreement}",
+            hint="a fraction of photos, e.g. 0.98",
+        )
+    if cfg.quantize and not _have("onnxruntime"):
+        raise UsageError(
+            "--quantize int8 needs onnxruntime, which is not installed",
+            hint="pip install 'biotrove[onnx]' (onnx and onnxruntime)",
+        )
+    if cfg.calibration is None:
+        return None
+    from biotrove_cli.core.evaluation.classify_inputs import expand_paths
+
+    try:
+        photos = expand_paths([str(cfg.calibration)], recursive=True, stdin=None)
+    except InputError as exc:
+        raise InputError(
+            f"--calibration: {exc.message}",
+            hint="pass a folder (or glob) of JPEG/PNG photos like the ones you will classify",
+        ) from exc
+    if not photos:
+        raise InputError(
+            f"--calibration {cfg.calibration}: no photos there",
+            hint="pass a folder (or glob) of JPEG/PNG photos like the ones you will classify",
+        )
+    return photos
 
 
 def _write(tmp: Path, job: ExportJob, source: Any, progress: ProgressFn | None) -> dict | None:
@@ -166,6 +209,12 @@ def _write(tmp: Path, job: ExportJob, source: Any, progress: ProgressFn | None) 
     else:
         log.info("writing the ONNX image and text encoders (fp32)")
         _write_onnx(tmp, source)
+        if job.cfg.quantize:
+            from biotrove_cli.core.models.export.quantize import quantize_image_encoder
+
+            log.info("quantising the image encoder to int8")
+            info = quantize_image_encoder(tmp, job.calibration)
+            _set_onnx_config(tmp, quantization=info)
     if job.bank is None:
         return None
     return _write_labels(
@@ -193,7 +242,9 @@ def _verify(tmp: Path, job: ExportJob, source: Any) -> tuple[Verification | None
     if job.fmt is ExportFormat.open_clip:
         verification = verify_open_clip(tmp, source, job.dtype, _verify_taxa(job.bank))
     elif _have("onnxruntime"):
-        verification = verify_onnx(tmp, source, _verify_taxa(job.bank))
+        quantized = bool(job.cfg.quantize)
+        verification = verify_onnx(tmp, source, _verify_taxa(job.bank), quantized=quantized)
+        measure_agreement(verification, tmp, source, job.calibration, job.cfg.min_agreement)
     else:
         skipped = "onnxruntime is not installed (pip install 'biotrove[onnx]')"
         log.warning(f"the ONNX export is not verified: {skipped}")
@@ -238,6 +289,28 @@ def _provenance(
             "training_config": source.train_config,
             "labels": labels_meta,
             "verification": asdict(verification) if verification is not None else None,
+            "quantization": _onnx_quantization(cfg),
         },
         strict=True,
     )
+
+
+def _set_onnx_config(tmp: Path, **fields: Any) -> None:
+    """Update fields of the ONNX bundle's ``onnx_config.json`` (in the temp folder)."""
+    import json
+
+    from biotrove_cli.core.layout import ONNX_CONFIG
+
+    config = json.loads((tmp / ONNX_CONFIG).read_text(encoding="utf-8"))
+    config.update(fields)
+    atomic_write_json(tmp / ONNX_CONFIG, plain(config, strict=True))
+
+
+def _onnx_quantization(cfg: ExportConfig) -> dict[str, Any] | None:
+    if not cfg.quantize:
+        return None
+    return {
+        "dtype": cfg.quantize,
+        "method": "static" if cfg.calibration is not None else "dynamic",
+        "calibration": str(cfg.calibration) if cfg.calibration is not None else None,
+    }

@@ -4,6 +4,7 @@ deployment without PyTorch."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from biotrove_cli.core.fmt import plain
 from biotrove_cli.core.layout import ONNX_CONFIG, ONNX_IMAGE, ONNX_TEXT
 
 ONNX_OPSET = 17
+log = logging.getLogger("biotrove")
 
 
 def _have(module: str) -> bool:
@@ -99,7 +101,36 @@ def _write_onnx(tmp: Path, source: Any) -> None:
             f"ONNX export of {source.arch} failed ({first[:300]})",
             hint="export --format open_clip instead; rerun with BIOTROVE_DEBUG=1 for details",
         ) from exc
-    atomic_write_json(tmp / ONNX_CONFIG, _onnx_config(source, model, image_enc(pixels[:1])))
+    config = _onnx_config(source, model, image_enc(pixels[:1]))
+    config["tokenizer"] = _bundle_tokenizer(tmp, source)
+    atomic_write_json(tmp / ONNX_CONFIG, config)
+
+
+def _bundle_tokenizer(tmp: Path, source: Any) -> dict[str, Any] | None:
+    """Copy open_clip's BPE merges into the bundle when biotrove's torch-free tokenizer
+    tokenizes exactly as the source model's does (on probe texts); else None (the bundle then
+    classifies into its bundled labels only)."""
+    import shutil
+
+    from open_clip.tokenizer import default_bpe
+
+    from biotrove_cli.core.models.loaded import _TOKENIZER_PROBES
+    from biotrove_cli.core.models.onnx.model import TOKENIZER_DIR
+    from biotrove_cli.core.models.onnx.tokenizer import VOCAB_NAME, ClipTokenizer
+
+    probes = [*_TOKENIZER_PROBES, "a photo of Quercus alba, white oak.", "Ærø <end_of_text> x"]
+    try:
+        ours = ClipTokenizer(Path(default_bpe()), source.context_length)(probes)
+        theirs = source.tokenizer(probes).numpy()
+    except Exception as exc:  # an HF tokenizer, another context length...: no bundled one
+        log.info("the ONNX bundle gets no tokenizer (%s)", exc)
+        return None
+    if ours.shape != theirs.shape or not (ours == theirs).all():
+        log.info("the ONNX bundle gets no tokenizer: the model's is not CLIP's BPE")
+        return None
+    (tmp / TOKENIZER_DIR).mkdir()
+    shutil.copyfile(default_bpe(), tmp / TOKENIZER_DIR / VOCAB_NAME)
+    return {"kind": "clip_bpe", "vocab": f"{TOKENIZER_DIR}/{VOCAB_NAME}", "clean": "lower"}
 
 
 def _onnx_config(source: Any, model: Any, image_embedding: Any) -> dict[str, Any]:
@@ -125,8 +156,9 @@ def _onnx_config(source: Any, model: Any, image_embedding: Any) -> dict[str, Any
             "embed_dim": int(image_embedding.shape[-1]),
             "logit_scale": logit_scale,
             "preprocess_cfg": dict(source.preprocess_cfg),
-            "tokenizer": "open_clip SimpleTokenizer (CLIP BPE, lower-cased), "
-            f"context_length {source.context_length}",
+            # the PyTorch text tower's identity: the key of the bundled class embeddings
+            "text_fingerprint": source.text_fingerprint(),
+            "quantization": None,
             "model_cfg": dict(source.model_cfg),
         },
         strict=True,

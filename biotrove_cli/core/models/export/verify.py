@@ -159,9 +159,15 @@ def verify_open_clip(folder: Path, source: Any, dtype: Dtype, taxa: list[Any]) -
     return v
 
 
-def verify_onnx(folder: Path, source: Any, taxa: list[Any]) -> Verification:
+def verify_onnx(
+    folder: Path, source: Any, taxa: list[Any], *, quantized: bool = False
+) -> Verification:
     """Run the ONNX encoders with onnxruntime in a Python that cannot import torch (nor
-    biotrove), on a batch size other than the exported one, and compare with the source."""
+    biotrove), on a batch size other than the exported one, and compare with the source.
+
+    An int8 image encoder (``quantized``) is judged by top-1 agreement
+    (:func:`verify_agreement.measure_agreement`), not by its embeddings' difference, which is
+    reported; the text encoder (fp32) must match to the tolerance either way."""
     import numpy as np
     import torch
 
@@ -200,7 +206,7 @@ def verify_onnx(folder: Path, source: Any, taxa: list[Any]) -> Verification:
         tolerance=tol,
         passed=False,
     )
-    v.passed = v.image_max_abs_diff <= tol and v.text_max_abs_diff <= tol
+    v.passed = (quantized or v.image_max_abs_diff <= tol) and v.text_max_abs_diff <= tol
     return v
 
 
@@ -218,6 +224,14 @@ def _report_or_raise(v: Verification, dtype: Dtype) -> None:
             hint="the model overflows at this precision or its weights are broken: export "
             "--dtype fp32, or another checkpoint",
         )
+    if v.agreement is not None and v.agreement < (v.min_agreement or 0.0):
+        raise VerificationError(
+            f"verification failed: the ONNX bundle gives the fp32 model's top-1 class for "
+            f"{v.agreement:.1%} of {v.agreement_images} photos, below --min-agreement "
+            f"{v.min_agreement:g}; nothing was written",
+            hint="calibrate on your own photos (--calibration PHOTOS/), export without "
+            "--quantize, or lower --min-agreement",
+        )
     if not v.passed:
         raise VerificationError(
             f"verification failed: the reloaded export differs from the source ({diffs}); "
@@ -225,7 +239,12 @@ def _report_or_raise(v: Verification, dtype: Dtype) -> None:
             hint="check the architecture (--arch, QuickGELU) or export --dtype fp32; "
             "--no-verify writes the export unchecked",
         )
+    agreement = (
+        f"; top-1 agreement {v.agreement:.1%} on {v.agreement_images} photos"
+        if v.agreement is not None
+        else ""
+    )
     log.info(
         f"verified ({v.method}): image max |diff| {v.image_max_abs_diff:.2e}, text max |diff| "
-        f"{v.text_max_abs_diff:.2e} (tolerance {v.tolerance:.0e} for {dtype.value})"
+        f"{v.text_max_abs_diff:.2e} (tolerance {v.tolerance:.0e} for {dtype.value}){agreement}"
     )

@@ -1,0 +1,49 @@
+"""The ONNX backend's image encoder: preprocessed numpy batches -> unit-norm float32 features
+(numpy), through the bundle's ``image_encoder.onnx`` on onnxruntime's CPU provider."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from biotrove_cli.core.errors import NonFiniteError, UsageError
+
+
+class OnnxImageEncoder:
+    """What :class:`~biotrove_cli.core.evaluation.zeroshot.ImageEncoder` is for PyTorch."""
+
+    backend = "onnx"
+    cuda = False
+
+    def __init__(self, loaded: Any, precision: str = "auto"):
+        from biotrove_cli.core.models.onnx.model import session
+
+        value = (precision or "auto").strip().lower()
+        own = loaded.quantization
+        if value not in ("auto", own):
+            raise UsageError(
+                f"--precision {value}: the ONNX bundle runs in the precision it was exported in "
+                f"({own})",
+                hint="leave --precision out (auto), or export an ONNX bundle with "
+                "--quantize int8 for a faster one",
+            )
+        self.loaded = loaded
+        self.device = "cpu"
+        self.precision = own
+        path = loaded.image_encoder_path
+        # weights' bytes / bytes per weight: what sizes the decoding threads
+        self.params = path.stat().st_size // (1 if own == "int8" else 4)
+        self.session = session(path)
+
+    def __call__(self, images: Any) -> Any:
+        import numpy as np
+
+        x = np.ascontiguousarray(images, dtype=np.float32)
+        feats = self.session.run(None, {"pixel_values": x})[0]
+        bad = int((~np.isfinite(feats).all(axis=-1)).sum())
+        if bad:
+            raise NonFiniteError(
+                f"{self.loaded.spec}: the image encoder gives non-finite embeddings (NaN or "
+                f"infinity) for {bad} of {len(feats)} images",
+                hint="the bundle's weights are broken; export it again",
+            )
+        return feats.astype(np.float32, copy=False)
