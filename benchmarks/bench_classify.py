@@ -3,6 +3,7 @@
     python benchmarks/bench_classify.py [--cache DIR] [--images 500] [--vit-images 200]
                                         [--models tiny,vitb16] [--device cpu|cuda]
                                         [--workers N] [--batch-size 32] [--no-bf16]
+                                        [--no-onnx] [--one-photo]
 
 ViT-B-16 runs on the first ``--vit-images`` of the same photos (default 200; pass 500 for all:
 on a 2-core CPU it runs at a few images/s, so all 500 take a quarter of an hour). The photos
@@ -20,6 +21,14 @@ Timed, per model, on the same photos:
 * biotrove: the ``classify`` core (``prepare_classify`` + ``ClassifyJob.run``): batches, JPEG
   draft decoding, DataLoader worker processes, ``inference_mode``; fp32, and bf16 (a bf16 copy
   of the image tower: ``--precision bf16``).
+
+* biotrove on ONNX (when onnxruntime is installed; ``--no-onnx`` skips it): the same
+  checkpoint exported with ``biotrove export --format onnx`` (fp32) and ``--quantize int8``
+  (dynamic), classified by the same core on onnxruntime, numpy preprocessing, no torch.
+
+``--one-photo`` times instead one photo from process start to the printed answer
+(``biotrove classify PHOTO -k 1``, a fresh process each time, median of 5, class texts cached):
+the PyTorch path on the checkpoint against the ONNX bundle (tiny: fp32; ViT-B-16: int8).
 
 The ratio is images/s over the faster naive variant's images/s measured in this same process. Top-1
 agreement with the naive loop is printed as a sanity check (draft decoding and bf16 change the
@@ -125,6 +134,58 @@ def ours(spec: str, folder: Path, n: int, args, precision: str) -> tuple[float, 
     return time.perf_counter() - t0, top1
 
 
+def onnx_bundle(cache: Path, arch: str, quantize: bool) -> Path:
+    """The seeded checkpoint exported as an ONNX bundle with the demo labels (made once)."""
+    from biotrove_cli.core.models.export import ExportConfig, export_model
+
+    out = cache / f"{arch}-seed0-onnx{'-int8' if quantize else ''}"
+    if not out.exists():
+        export_model(
+            ExportConfig(
+                source=str(checkpoint(cache, arch)),
+                out=out,
+                arch=arch,
+                format="onnx",
+                labels=DEMO,
+                quantize="int8" if quantize else None,
+                min_agreement=0.0,  # measured below, against the naive loop
+            )
+        )
+    return out
+
+
+def one_photo(spec: str, photo: Path, labels: bool, runs: int = 5) -> float:
+    """Median seconds of ``biotrove classify PHOTO -m SPEC -k 1`` from process start."""
+    import statistics
+    import subprocess
+
+    cmd = [sys.executable, "-m", "biotrove_cli", "classify", str(photo), "-m", spec, "-k", "1"]
+    if labels:
+        cmd += ["--labels", str(DEMO)]
+    times = []
+    for _ in range(runs + 1):  # the first run warms the page cache and the text cache
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        times.append(time.perf_counter() - t0)
+        if proc.returncode != 0:
+            raise SystemExit(proc.stderr)
+    return statistics.median(times[1:])
+
+
+def one_photo_table(args, all_files: list[Path]) -> int:
+    photo = all_files[0]
+    print(f"one photo ({photo.name}), process start to printed answer, median of 5\n")
+    print("model          PyTorch path (s)   ONNX bundle (s)   ratio")
+    for key in [m.strip() for m in args.models.split(",") if m.strip()]:
+        arch = MODELS[key]
+        torch_s = one_photo(f"{arch}:{checkpoint(args.cache, arch)}", photo, labels=True)
+        bundle = onnx_bundle(args.cache, arch, quantize=key != "tiny")
+        onnx_s = one_photo(str(bundle), photo, labels=False)
+        kind = "int8" if key != "tiny" else "fp32"
+        print(f"{arch:14s} {torch_s:16.2f}   {onnx_s:11.2f} ({kind})   x{onnx_s / torch_s:.2f}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "biotrove-bench")
@@ -135,6 +196,8 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=None, help="default: biotrove's auto")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--no-bf16", action="store_true", help="skip the bf16 run")
+    ap.add_argument("--no-onnx", action="store_true", help="skip the ONNX runs")
+    ap.add_argument("--one-photo", action="store_true", help="time one photo per process")
     args = ap.parse_args()
     os.environ.setdefault("BIOTROVE_HOME", str(args.cache / "home"))
     import torch
@@ -148,6 +211,8 @@ def main() -> int:
     all_files = sorted(folder.glob("*.jpg"))
     # the classify core sorts a folder's files: time both contenders on the same first n
     paths = all_files[: args.images]
+    if args.one_photo:
+        return one_photo_table(args, all_files)
     print(
         f"{len(paths)} photos (500x375 JPEG), {os.cpu_count()} CPU cores, torch "
         f"{torch.__version__} ({torch.get_num_threads()} threads), device {args.device}, "
@@ -182,6 +247,14 @@ def main() -> int:
             rows.append((arch, f"biotrove classify ({precision})", rate, rate / base, agree))
             if args.device.startswith("cuda"):
                 break  # auto precision on CUDA is bf16 autocast already
+        if not args.no_onnx and args.device == "cpu":
+            for quantize in (False, True):
+                bundle = onnx_bundle(args.cache, arch, quantize)
+                t, top = ours(str(bundle), folder, len(paths), args, "auto")
+                agree = sum(a == b for a, b in zip(top, top_naive, strict=True)) / len(paths)
+                rate = len(paths) / t
+                label = f"biotrove classify (ONNX {'int8' if quantize else 'fp32'})"
+                rows.append((arch, label, rate, rate / base, agree))
         for r in rows:
             if r[0] == arch:
                 print(

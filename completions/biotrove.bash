@@ -78,6 +78,9 @@ _biotrove() {
         export:--labels) COMPREPLY=($(compgen -f -- "$cur")); return;;
         export:--arch) COMPREPLY=($(compgen -f -- "$cur")); return;;
         export:--format) COMPREPLY=($(compgen -W "open_clip onnx" -- "$cur")); return;;
+        export:--quantize) COMPREPLY=($(compgen -W "int8" -- "$cur")); return;;
+        export:--calibration) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        export:--min-agreement) COMPREPLY=($(compgen -f -- "$cur")); return;;
         export:--text-type) COMPREPLY=($(compgen -W "com common_name sci sci_com scientific_name taxon taxonTag taxonTag_com taxon_com taxonomic_name" -- "$cur")); return;;
         export:--templates) COMPREPLY=($(compgen -f -- "$cur")); return;;
         export:--device) COMPREPLY=($(compgen -f -- "$cur")); return;;
@@ -177,7 +180,7 @@ _biotrove() {
         demo) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--out --species --images-per-species --steps --nproc-per-node --seed --quiet -q --verbose -v --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
         embed) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--model -m --text --labels --text-type --templates --no-cache --recursive -r --arch --batch-size --device --precision --workers --format --output -o --summary --resume --strict --quiet -q --verbose -v --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
         eval) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--model -m --data --images --split --label-col --candidates --group-by --limit --strict --ranks --mode --text-type --templates --labels --no-cache --arch --batch-size --device --precision --workers --nproc-per-node --format --output -o --summary --per-class --confusion --plot --quiet -q --verbose -v --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
-        export) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--out --dtype --labels --arch --format --verify --no-verify --force --text-type --templates --device --batch-size --report --summary --quiet -q --verbose -v --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
+        export) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--out --dtype --labels --arch --format --quantize --calibration --min-agreement --verify --no-verify --force --text-type --templates --device --batch-size --report --summary --quiet -q --verbose -v --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
         info) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--format --output -o --summary --quiet -q --verbose -v --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
         models) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--device --format --output -o --quiet -q --verbose -v --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;
         presets) if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--format --output -o --quiet -q --verbose -v --help -h" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi;;

@@ -139,6 +139,15 @@ def test_tokenizer_equals_open_clip(demo_bank):
     assert got.dtype == np.int64 and (got == expected).all()
 
 
+def test_shipped_openai_templates_are_open_clips():
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+
+    from biotrove_cli.core.evaluation.templates import load_templates
+
+    name, templates = load_templates("openai")
+    assert name == "openai" and templates == tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
+
+
 # -- the bundle ---------------------------------------------------------------------------------
 def test_export_writes_a_self_contained_bundle(onnx_bundle):
     cfg = json.loads((onnx_bundle / "onnx_config.json").read_text())
@@ -167,7 +176,7 @@ def test_classify_embed_eval_run_without_torch(onnx_bundle, photos, tmp_path):
     probe("embed", photos, "-r", "-m", onnx_bundle, "-o", tmp_path / "e.parquet")
     out = probe("eval", "-m", onnx_bundle, "--data", photos, "--format", "csv")
     assert "species" in out
-    probe("embed", "--text", "-m", onnx_bundle, "--format", "jsonl")
+    probe("embed", "--text", "-m", onnx_bundle, "--format", "jsonl", "--templates", "openai")
 
     import pyarrow.parquet as pq
 

@@ -10,10 +10,13 @@ from biotrove_cli.core.errors import InputError
 SIMPLE = ("a photo of {}.",)
 
 
-def openai_templates() -> tuple[str, ...]:
-    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+#: open_clip's OPENAI_IMAGENET_TEMPLATES as text (importing open_clip would import torch)
+OPENAI_FILE = Path(__file__).resolve().parents[2] / "resources" / "openai_templates.txt"
 
-    return tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
+
+def openai_templates() -> tuple[str, ...]:
+    lines = OPENAI_FILE.read_text(encoding="utf-8").splitlines()
+    return tuple(ln for ln in lines if ln.strip() and not ln.startswith("#"))
 
 
 def load_templates(spec: str | Path) -> tuple[str, tuple[str, ...]]:
