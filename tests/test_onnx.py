@@ -314,6 +314,10 @@ def test_int8_export_reports_agreement_and_refuses_below_threshold(cli, tiny_pt,
     code, stdout, err = cli("classify", photos, "-r", "-m", out, "-k", "1", "--format", "csv")
     assert code == 0, err
     assert len(_rows(stdout)) == 12
+    code, stdout, err = cli("info", out, "--format", "csv")
+    assert code == 0, err
+    assert "onnx,image encoder,int8 (dynamic)" in stdout and "onnx,tokenizer,bundled" in stdout
+    assert f"onnx,top-1 agreement with fp32,{agreement:.4f}" in stdout
 
     if agreement < 1.0:
         refused = tmp_path / "refused"

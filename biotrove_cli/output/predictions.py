@@ -15,6 +15,12 @@ if TYPE_CHECKING:
     from biotrove_cli.core.evaluation.classify import ClassifyJob, ClassifySummary
 
 
+def _runtime(model: dict, device: str) -> str:
+    """``cpu`` / ``cuda:0``; ``onnxruntime cpu`` for an ONNX bundle."""
+    backend = model.get("backend")
+    return f"{backend} {device}" if backend else str(device)
+
+
 def write_predictions(
     job: ClassifyJob, fmt: Format, output: str | None, summary_path: str | None = None
 ) -> None:
@@ -26,7 +32,8 @@ def write_predictions(
     level, kind = ("label", "labels") if job.clf.is_custom else (cfg.rank.value, "species")
     console.step(
         f"classifying {plural(len(job.files), 'image')} at {level} level over {s.n_labels} {kind} "
-        f"({s.model.get('arch')}, {cfg.device}, {s.model.get('precision')}, class texts "
+        f"({s.model.get('arch')}, {_runtime(s.model, cfg.device)}, {s.model.get('precision')}, "
+        "class texts "
         f"{'from the cache' if s.text_cached else 'encoded'})"
     )
     if s.n_skipped:

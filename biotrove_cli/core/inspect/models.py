@@ -71,6 +71,13 @@ def describe_bundle(path: Path) -> Report:
 
         same = sha256_file(path / BUNDLE_CONFIG) == meta["config_sha256"]
         rep.add("bundle", BUNDLE_CONFIG, "as exported" if same else "edited after export")
+    if onnx:
+        quant = cfg.get("quantization") or {}
+        rep.add("onnx", "image encoder", f"int8 ({quant.get('method')})" if quant else "fp32")
+        agreement = (meta.get("verification") or {}).get("agreement")
+        if agreement is not None:
+            rep.add("onnx", "top-1 agreement with fp32", f"{agreement:.4f}")
+        rep.add("onnx", "tokenizer", "bundled" if cfg.get("tokenizer") else "none")
     mc = cfg.get("model_cfg", {})
     rep.add("model", "embed_dim", mc.get("embed_dim"))
     rep.add("model", "image_size", mc.get("vision_cfg", {}).get("image_size"))
