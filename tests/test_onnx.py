@@ -363,3 +363,34 @@ def test_spec_parsing_stays_light():
         "print('torch' in sys.modules)\n",
     )
     assert proc.stdout.strip() == "False", proc.stderr
+
+
+def test_ctrl_c_terminates_a_running_onnx_batch(onnx_bundle):
+    """Ctrl-C during a batch reaches Python at once and tells onnxruntime to stop the run."""
+    import _thread
+    import threading
+
+    from biotrove_cli.core.models.onnx.encoder import OnnxImageEncoder
+    from biotrove_cli.core.models.onnx.model import load_onnx
+
+    encoder = OnnxImageEncoder(load_onnx(onnx_bundle, str(onnx_bundle)))
+    seen = {}
+    started = threading.Event()
+
+    class SlowSession:  # a batch that runs until it is told to terminate
+        def run(self, outputs, feeds, options):
+            started.set()
+            for _ in range(6000):
+                if options.terminate:
+                    seen["terminated"] = True
+                    raise RuntimeError("terminated")
+                threading.Event().wait(0.01)
+            seen["terminated"] = False
+            return [np.zeros((1, 64), np.float32)]
+
+    encoder.session = SlowSession()
+    threading.Thread(target=lambda: started.wait() and _thread.interrupt_main()).start()
+    with pytest.raises(KeyboardInterrupt):
+        encoder(np.zeros((1, 3, 64, 64), np.float32))
+    encoder._runner.shutdown(wait=True)
+    assert seen == {"terminated": True}

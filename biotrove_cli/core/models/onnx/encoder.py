@@ -33,12 +33,13 @@ class OnnxImageEncoder:
         # weights' bytes / bytes per weight: what sizes the decoding threads
         self.params = path.stat().st_size // (1 if own == "int8" else 4)
         self.session = session(path)
+        self._pool: Any = None
 
     def __call__(self, images: Any) -> Any:
         import numpy as np
 
         x = np.ascontiguousarray(images, dtype=np.float32)
-        feats = self.session.run(None, {"pixel_values": x})[0]
+        feats = self._run({"pixel_values": x})
         bad = int((~np.isfinite(feats).all(axis=-1)).sum())
         if bad:
             raise NonFiniteError(
@@ -47,3 +48,29 @@ class OnnxImageEncoder:
                 hint="the bundle's weights are broken; export it again",
             )
         return feats.astype(np.float32, copy=False)
+
+    def _run(self, feeds: dict[str, Any]) -> Any:
+        """``session.run`` in a helper thread, so that Ctrl-C (or SIGTERM) stops a batch at
+        once: this thread keeps taking signals while onnxruntime works, and a stop tells the
+        run to terminate instead of waiting seconds for a ViT batch to finish."""
+        import onnxruntime as ort
+
+        options = ort.RunOptions()
+        future = self._runner.submit(self.session.run, None, feeds, options)
+        try:
+            while True:
+                try:
+                    return future.result(timeout=0.1)[0]
+                except TimeoutError:
+                    continue
+        except BaseException:
+            options.terminate = True
+            raise
+
+    @property
+    def _runner(self) -> Any:
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="biotrove-onnx")
+        return self._pool
