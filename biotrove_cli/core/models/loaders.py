@@ -124,12 +124,13 @@ def _check_config_hash(path: Path, meta: dict[str, Any]) -> None:
         )
 
 
-def load_class_embeddings(path: Path) -> dict[str, Any]:
-    """A bundle's precomputed class text embeddings and their metadata (the prompts key)."""
+def load_class_embeddings(path: Path, framework: str = "pt") -> dict[str, Any]:
+    """A bundle's precomputed class text embeddings and their metadata (the prompts key), as
+    torch tensors (``pt``) or numpy arrays (``numpy``: the ONNX backend)."""
     from safetensors import safe_open
 
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework=framework) as f:
             meta = f.metadata() or {}
             emb = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:

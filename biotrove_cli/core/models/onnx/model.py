@@ -64,21 +64,6 @@ def session(path: Path, threads: int | None = None) -> Any:
         ) from exc
 
 
-def read_class_embeddings(path: Path) -> dict[str, Any]:
-    """A bundle's class embeddings (numpy) and their metadata (the prompts key)."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:
-        raise ModelLoadError(
-            f"{path}: unreadable class embeddings ({exc})", hint="export the bundle again"
-        ) from exc
-    return {"tensors": tensors, "meta": meta}
-
-
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
@@ -237,6 +222,8 @@ def load_onnx(path: Path, spec: str) -> OnnxModel:
 
         labels = LabelBank.load(path / BUNDLE_LABELS)
         if (path / BUNDLE_EMBEDDINGS).is_file():
-            class_emb = read_class_embeddings(path / BUNDLE_EMBEDDINGS)
+            from biotrove_cli.core.models.loaders import load_class_embeddings
+
+            class_emb = load_class_embeddings(path / BUNDLE_EMBEDDINGS, framework="numpy")
     log.debug("ONNX bundle %s (%s, pid %d)", path, config.get("quantization"), os.getpid())
     return OnnxModel(path, spec, config, meta, labels, class_emb)
