@@ -224,6 +224,17 @@ def test_eval_onnx_equals_pytorch(cli, onnx_bundle, tiny_pt, photos):
     assert len(by_model) == 2
     a, b = by_model.values()
     assert a == b and len(a) == 7
+    # per-rank prompts, without the species rollup
+    code, out, err = cli(
+        "eval", "-m", onnx_bundle, "-m", tiny_pt, "--data", photos, "--labels", DEMO_SPECIES,
+        "--mode", "prompt", "--ranks", "genus,family", "--format", "json",
+    )  # fmt: skip
+    assert code == 0, err
+    rows = json.loads(out)
+    assert len(rows) == 4
+    for rank in ("genus", "family"):
+        ours, theirs = (r["top1"] for r in rows if r["rank"] == rank)
+        assert ours == theirs
 
 
 def test_resume_appends_only_what_is_missing(cli, onnx_bundle, photos, tmp_path):

@@ -143,7 +143,8 @@ class ZeroShotClassifier:
     def to(self, device: Any) -> ZeroShotClassifier:
         """Move the class weights and roll-up maps to ``device`` (where the image features are;
         numpy weights, the ONNX backend's, stay where they are)."""
-        if self.species_weights is not None and arrays.is_numpy(self.species_weights):
+        held = [self.species_weights, *self.prompt_weights.values(), *self.rollup_index.values()]
+        if any(t is not None and arrays.is_numpy(t) for t in held):
             return self
         if self.species_weights is not None:
             self.species_weights = self.species_weights.to(device)
