@@ -115,7 +115,7 @@ complete -c biotrove -n '__fish_seen_subcommand_from export' -l out -r -F -d 'Fo
 complete -c biotrove -n '__fish_seen_subcommand_from export' -l dtype -x -a 'fp32 fp16 bf16' -d 'Precision of the stored weights'
 complete -c biotrove -n '__fish_seen_subcommand_from export' -l labels -r -F -d 'Label bank: a shipped one (inat2021, demo), a metadata table (Parquet/CSV), a shard folder, or a '
 complete -c biotrove -n '__fish_seen_subcommand_from export' -l arch -r -F -d 'open_clip architecture of the weights (e'
-complete -c biotrove -n '__fish_seen_subcommand_from export' -l format -x -a 'open_clip onnx' -d 'open_clip: config + safetensors for open_clips local-dir: loader; onnx: image and text encoders as ONNX (fp32)'
+complete -c biotrove -n '__fish_seen_subcommand_from export' -l format -x -a 'open_clip onnx' -d 'open_clip: config + safetensors for open_clips local-dir: loader; onnx: image and text encoders as ONNX, which biotrove runs without PyTorch'
 complete -c biotrove -n '__fish_seen_subcommand_from export' -l quantize -x -a 'int8' -d 'ONNX only: int8 image encoder (onnxruntime quantisation): dynamic, or static with --calibration'
 complete -c biotrove -n '__fish_seen_subcommand_from export' -l calibration -r -F -d 'Photos (a folder, files or a glob) to calibrate static int8 quantisation and to measure top-1 agreement with the fp32 model (default: generated photos)'
 complete -c biotrove -n '__fish_seen_subcommand_from export' -l min-agreement -r -F -d 'ONNX: fail unless this fraction of the photos get the fp32 PyTorch models top-1 class'
