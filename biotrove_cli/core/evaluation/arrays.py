@@ -78,11 +78,7 @@ def topk(x: Any, k: int) -> tuple[list[list[float]], list[list[int]]]:
     if is_numpy(x):
         import numpy as np
 
-        k = min(k, x.shape[1])
-        part = np.argpartition(-x, k - 1, axis=1)[:, :k]
-        vals = np.take_along_axis(x, part, axis=1)
-        order = np.argsort(-vals, axis=1, kind="stable")
-        idx = np.take_along_axis(part, order, axis=1)
+        idx = topk_indices(x, k)
         return np.take_along_axis(x, idx, axis=1).tolist(), idx.tolist()
     vals, idx = x.topk(k, dim=1)
     return vals.cpu().tolist(), idx.cpu().tolist()

@@ -34,7 +34,6 @@ from biotrove_cli.core.evaluation.image_pass import REASONS, EncodedBatch, encod
 from biotrove_cli.core.evaluation.zeroshot import (
     DEFAULT_TEMPLATES,
     DEFAULT_TEXT_TYPE,
-    ImageEncoder,
     Mode,
     TextSettings,
     ZeroShotClassifier,
@@ -177,7 +176,7 @@ class ClassifyEngine:
 
     loaded: Any
     clf: ZeroShotClassifier
-    encoder: ImageEncoder
+    encoder: Any  # ImageEncoder or OnnxImageEncoder (zeroshot.make_image_encoder)
     text: TextSettings
 
     @property
@@ -278,7 +277,7 @@ class ClassifyJob:
         files: list[str],
         loaded: Any,
         clf: ZeroShotClassifier,
-        encoder: ImageEncoder,
+        encoder: Any,
         summary: ClassifySummary,
     ):
         self.cfg = cfg

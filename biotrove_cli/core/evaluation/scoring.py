@@ -21,7 +21,6 @@ from biotrove_cli.core.evaluation.data import Dataset, eval_loader, share, trim
 from biotrove_cli.core.evaluation.metrics import TOPK, RankTally, SeverityTally
 from biotrove_cli.core.evaluation.tables import BLANK, MISSING
 from biotrove_cli.core.evaluation.zeroshot import (
-    ImageEncoder,
     Mode,
     TextSettings,
     ZeroShotClassifier,
@@ -358,7 +357,7 @@ def score_text_types(
 
 def _image_pass(
     batches: Any,
-    encoder: ImageEncoder,
+    encoder: Any,
     scorers: list[_TypeScorer],
     ds: Dataset,
     cfg: EvalConfig,

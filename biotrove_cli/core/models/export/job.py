@@ -213,7 +213,7 @@ def _write(tmp: Path, job: ExportJob, source: Any, progress: ProgressFn | None) 
             from biotrove_cli.core.models.export.quantize import quantize_image_encoder
 
             log.info("quantising the image encoder to int8")
-            info = quantize_image_encoder(tmp, job.calibration)
+            info = quantize_image_encoder(tmp, job.calibration, dict(source.preprocess_cfg))
             _set_onnx_config(tmp, quantization=info)
     if job.bank is None:
         return None

@@ -54,11 +54,15 @@ class _Reader:
         return None if x is None else {"pixel_values": x}
 
 
-def quantize_image_encoder(tmp: Path, photos: Sequence[str] | None) -> dict[str, Any]:
+def quantize_image_encoder(
+    tmp: Path, photos: Sequence[str] | None, preprocess_cfg: dict[str, Any]
+) -> dict[str, Any]:
     """Replace ``tmp/image_encoder.onnx`` by its int8 version; returns what was done.
 
     Args:
         photos: calibration photos (static quantisation), or None (dynamic).
+        preprocess_cfg: the model's (what the bundle's ``onnx_config.json`` records), to
+            preprocess the calibration photos as the bundle will.
 
     Raises:
         BiotroveError: onnxruntime cannot quantise this graph, or no photo is readable.
@@ -66,7 +70,6 @@ def quantize_image_encoder(tmp: Path, photos: Sequence[str] | None) -> dict[str,
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from biotrove_cli.core.models.onnx.model import _read_json
     from biotrove_cli.core.models.onnx.preprocess import NumpyPreprocess
 
     fp32 = tmp / ONNX_IMAGE
@@ -76,8 +79,7 @@ def quantize_image_encoder(tmp: Path, photos: Sequence[str] | None) -> dict[str,
     try:
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
         if photos:
-            cfg = _read_json(tmp / "onnx_config.json")["preprocess_cfg"]
-            prep = NumpyPreprocess(cfg)
+            prep = NumpyPreprocess(preprocess_cfg)
             images = _decoded(list(photos)[:MAX_CALIBRATION], prep, prep.size)
             if not images:
                 raise BiotroveError(
