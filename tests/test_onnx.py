@@ -352,6 +352,39 @@ def test_int8_export_reports_agreement_and_refuses_below_threshold(cli, tiny_pt,
     assert cfg["quantization"]["calibration_photos"] == 12
 
 
+def test_int8_products_do_not_saturate(tmp_path):
+    """A ViT-sized product (768 -> 3072, trained-like weights, LayerNorm-like activations)
+    quantised as the export quantises: on CPUs without VNNI, full-range int8 weights saturate
+    onnxruntime's int16 pair sums (error about 0.11 of the output range); 7-bit weights stay
+    near the quantisation error (about 0.02)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from biotrove_cli.core.models.export.quantize import quantize_image_encoder
+
+    rng = np.random.default_rng(0)
+    weight = (rng.standard_normal((768, 3072)) * 0.02).astype(np.float32)
+    x = rng.standard_normal((197 * 2, 768)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["pixel_values", "w"], ["image_embeddings"])],
+        "product",
+        [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, [None, 768])],
+        [helper.make_tensor_value_info("image_embeddings", TensorProto.FLOAT, [None, 3072])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save(model, str(tmp_path / "image_encoder.onnx"))
+    info = quantize_image_encoder(tmp_path, None, {"size": 224})
+    assert info["method"] == "dynamic" and "7-bit" in info["weights"]
+    session = ort.InferenceSession(str(tmp_path / "image_encoder.onnx"))
+    assert "MatMul" not in {n.op_type for n in onnx.load(str(tmp_path / "image_encoder.onnx")).graph.node}
+    out = session.run(None, {"pixel_values": x})[0]
+    ref = x @ weight
+    assert np.abs(out - ref).max() / np.abs(ref).max() < 0.05
+
+
 def test_thread_loader_keeps_order_and_stops_cleanly():
     import threading
 
