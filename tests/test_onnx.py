@@ -352,6 +352,50 @@ def test_int8_export_reports_agreement_and_refuses_below_threshold(cli, tiny_pt,
     assert cfg["quantization"]["calibration_photos"] == 12
 
 
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_export_attention_equals_multihead_attention(batch_first):
+    """The export's self-attention gives nn.MultiheadAttention's results (no mask, a float
+    causal mask, a bool mask), hands cross-attention to it, and is swapped out afterwards."""
+    import torch
+
+    from biotrove_cli.core.models.export.attention import export_attention
+
+    torch.manual_seed(0)
+    holder = torch.nn.Module()
+    holder.attn = torch.nn.MultiheadAttention(32, 4, batch_first=batch_first).eval()
+    mha = holder.attn
+    x = torch.randn(3, 7, 32) if batch_first else torch.randn(7, 3, 32)
+    other = torch.randn_like(x)
+    causal = torch.full((7, 7), float("-inf")).triu(1)
+    banned = torch.zeros(7, 7, dtype=torch.bool)
+    banned[:, 5] = True
+    with torch.no_grad():
+        want = [mha(x, x, x, need_weights=False, attn_mask=m)[0] for m in (None, causal, banned)]
+        want_cross = mha(x, other, other, need_weights=False)[0]
+        with export_attention(holder) as swapped:
+            assert swapped == 1 and type(holder.attn).__name__ == "ExportAttention"
+            got = [
+                holder.attn(x, x, x, need_weights=False, attn_mask=m)[0]
+                for m in (None, causal, banned)
+            ]
+            got_cross = holder.attn(x, other, other, need_weights=False)[0]
+    assert holder.attn is mha
+    for a, b in zip(want, got, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(want_cross, got_cross)
+
+
+def test_exported_image_tower_is_compact(onnx_bundle, tiny_model):
+    """The bundle's image encoder uses the compact attention: at most 3 Transpose nodes per
+    block (nn.MultiheadAttention as traced gives 8)."""
+    import onnx
+
+    blocks = len(tiny_model.model.visual.transformer.resblocks)
+    graph = onnx.load(str(onnx_bundle / "image_encoder.onnx")).graph
+    transposes = sum(n.op_type == "Transpose" for n in graph.node)
+    assert blocks > 0 and transposes <= 3 * blocks + 1
+
+
 def test_int8_products_do_not_saturate(tmp_path):
     """A ViT-sized product (768 -> 3072, trained-like weights, LayerNorm-like activations)
     quantised as the export quantises: on CPUs without VNNI, full-range int8 weights saturate
@@ -379,7 +423,9 @@ def test_int8_products_do_not_saturate(tmp_path):
     info = quantize_image_encoder(tmp_path, None, {"size": 224})
     assert info["method"] == "dynamic" and "7-bit" in info["weights"]
     session = ort.InferenceSession(str(tmp_path / "image_encoder.onnx"))
-    assert "MatMul" not in {n.op_type for n in onnx.load(str(tmp_path / "image_encoder.onnx")).graph.node}
+    assert "MatMul" not in {
+        n.op_type for n in onnx.load(str(tmp_path / "image_encoder.onnx")).graph.node
+    }
     out = session.run(None, {"pixel_values": x})[0]
     ref = x @ weight
     assert np.abs(out - ref).max() / np.abs(ref).max() < 0.05

@@ -60,6 +60,7 @@ def _write_onnx(tmp: Path, source: Any) -> None:
     import torch
 
     from biotrove_cli.core.io import atomic_write_json
+    from biotrove_cli.core.models.export.attention import export_attention
 
     model = source.model.to("cpu").float().eval()
     image_enc, text_enc = _encoders(model)
@@ -71,16 +72,18 @@ def _write_onnx(tmp: Path, source: Any) -> None:
         # whose op (aten::_native_multi_head_attention) has no ONNX export
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's tracer warnings are not for users
-            torch.onnx.export(
-                image_enc,
-                (pixels,),
-                str(tmp / ONNX_IMAGE),
-                dynamo=False,
-                input_names=["pixel_values"],
-                output_names=["image_embeddings"],
-                dynamic_axes={"pixel_values": {0: "batch"}, "image_embeddings": {0: "batch"}},
-                opset_version=ONNX_OPSET,
-            )
+            with export_attention(getattr(model, "visual", image_enc)) as swapped:
+                log.debug("image tower: %d attention blocks exported as ExportAttention", swapped)
+                torch.onnx.export(
+                    image_enc,
+                    (pixels,),
+                    str(tmp / ONNX_IMAGE),
+                    dynamo=False,
+                    input_names=["pixel_values"],
+                    output_names=["image_embeddings"],
+                    dynamic_axes={"pixel_values": {0: "batch"}, "image_embeddings": {0: "batch"}},
+                    opset_version=ONNX_OPSET,
+                )
             torch.onnx.export(
                 text_enc,
                 (tokens,),
