@@ -465,22 +465,28 @@ def test_ctrl_c_terminates_a_running_onnx_batch(onnx_bundle):
 
     encoder = OnnxImageEncoder(load_onnx(onnx_bundle, str(onnx_bundle)))
     seen = {}
-    started = threading.Event()
+    started, done = threading.Event(), threading.Event()
 
     class SlowSession:  # a batch that runs until it is told to terminate
         def run(self, outputs, feeds, options):
             started.set()
-            for _ in range(6000):
-                if options.terminate:
-                    seen["terminated"] = True
-                    raise RuntimeError("terminated")
-                threading.Event().wait(0.01)
-            seen["terminated"] = False
-            return [np.zeros((1, 64), np.float32)]
+            try:
+                for _ in range(6000):
+                    if options.terminate:
+                        seen["terminated"] = True
+                        raise RuntimeError("terminated")
+                    threading.Event().wait(0.01)
+                seen["terminated"] = False
+                return [np.zeros((1, 64), np.float32)]
+            finally:
+                done.set()
 
     encoder.session = SlowSession()
     threading.Thread(target=lambda: started.wait() and _thread.interrupt_main()).start()
     with pytest.raises(KeyboardInterrupt):
         encoder(np.zeros((1, 3, 64, 64), np.float32))
+    # the run stops within its next check (the interrupt can land while the pool's thread
+    # is still starting, before the pool would join it on shutdown: wait for the run itself)
+    assert done.wait(5)
     encoder._runner.shutdown(wait=True)
     assert seen == {"terminated": True}

@@ -53,6 +53,22 @@ def _encoders(model: Any):
     return ImageEncoder(model).eval(), TextEncoder(model).eval()
 
 
+def _export(module: Any, example: Any, path: Path, input_name: str, output_name: str) -> None:
+    """One encoder traced to ONNX, with a dynamic batch axis on its input and output."""
+    import torch
+
+    torch.onnx.export(
+        module,
+        (example,),
+        str(path),
+        dynamo=False,
+        input_names=[input_name],
+        output_names=[output_name],
+        dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+        opset_version=ONNX_OPSET,
+    )
+
+
 def _write_onnx(tmp: Path, source: Any) -> None:
     """Both encoders as checked ONNX graphs (fp32, dynamic batch) and ``onnx_config.json``."""
     import warnings
@@ -74,26 +90,8 @@ def _write_onnx(tmp: Path, source: Any) -> None:
             warnings.simplefilter("ignore")  # the exporter's tracer warnings are not for users
             with export_attention(getattr(model, "visual", image_enc)) as swapped:
                 log.debug("image tower: %d attention blocks exported as ExportAttention", swapped)
-                torch.onnx.export(
-                    image_enc,
-                    (pixels,),
-                    str(tmp / ONNX_IMAGE),
-                    dynamo=False,
-                    input_names=["pixel_values"],
-                    output_names=["image_embeddings"],
-                    dynamic_axes={"pixel_values": {0: "batch"}, "image_embeddings": {0: "batch"}},
-                    opset_version=ONNX_OPSET,
-                )
-            torch.onnx.export(
-                text_enc,
-                (tokens,),
-                str(tmp / ONNX_TEXT),
-                dynamo=False,
-                input_names=["input_ids"],
-                output_names=["text_embeddings"],
-                dynamic_axes={"input_ids": {0: "batch"}, "text_embeddings": {0: "batch"}},
-                opset_version=ONNX_OPSET,
-            )
+                _export(image_enc, pixels, tmp / ONNX_IMAGE, "pixel_values", "image_embeddings")
+            _export(text_enc, tokens, tmp / ONNX_TEXT, "input_ids", "text_embeddings")
         import onnx
 
         for name in (ONNX_IMAGE, ONNX_TEXT):

@@ -56,8 +56,8 @@ class OnnxImageEncoder:
         import onnxruntime as ort
 
         options = ort.RunOptions()
-        future = self._runner.submit(self.session.run, None, feeds, options)
-        try:
+        try:  # a stop that lands inside submit() (the pool's first thread starting) too
+            future = self._runner.submit(self.session.run, None, feeds, options)
             while True:
                 try:
                     return future.result(timeout=0.1)[0]
