@@ -458,6 +458,7 @@ def test_spec_parsing_stays_light():
 def test_ctrl_c_terminates_a_running_onnx_batch(onnx_bundle):
     """Ctrl-C during a batch reaches Python at once and tells onnxruntime to stop the run."""
     import _thread
+    import signal
     import threading
 
     from biotrove_cli.core.models.onnx.encoder import OnnxImageEncoder
@@ -482,9 +483,15 @@ def test_ctrl_c_terminates_a_running_onnx_batch(onnx_bundle):
                 done.set()
 
     encoder.session = SlowSession()
-    threading.Thread(target=lambda: started.wait() and _thread.interrupt_main()).start()
-    with pytest.raises(KeyboardInterrupt):
-        encoder(np.zeros((1, 3, 64, 64), np.float32))
+    # Ctrl-C as Python's default handler turns it into KeyboardInterrupt, whatever an earlier
+    # test of this process left installed
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=lambda: started.wait() and _thread.interrupt_main()).start()
+        with pytest.raises(KeyboardInterrupt):
+            encoder(np.zeros((1, 3, 64, 64), np.float32))
+    finally:
+        signal.signal(signal.SIGINT, previous)
     # the run stops within its next check (the interrupt can land while the pool's thread
     # is still starting, before the pool would join it on shutdown: wait for the run itself)
     assert done.wait(5)

@@ -495,3 +495,27 @@ def test_the_newest_complete_checkpoint_wins_over_a_stale_latest_pointer(
         p.write_bytes(b"")
     with pytest.raises(TrainingError, match="none of them is complete"):
         find_resume_checkpoint(tmp_path, "auto")
+
+
+def test_a_finished_run_missing_its_last_evaluation_evaluates_on_rerun(cli, tmp_path, train_shards):
+    """A run stopped after its last checkpoint but before its last evaluation (a kill, a
+    search stopped mid-trial) evaluates that step when rerun, instead of ending without it."""
+    run = tmp_path / "run"
+    args = (
+        "train", *TINY, "--data", train_shards, "--val-data", train_shards, "--run-dir", run,
+        "--steps", "2", "--workers", "0", "--batch-size", "16", "--format", "json",
+    )  # fmt: skip
+    code, _, err = cli(*args)
+    assert code == 0, err
+    evals = [m for m in _metrics(run) if m["kind"] == "eval"]
+    assert [m["step"] for m in evals] == [2]
+    metrics = run / "metrics.jsonl"
+    kept = [line for line in metrics.read_text().splitlines() if '"eval"' not in line]
+    metrics.write_text("\n".join(kept) + "\n")
+    code, _, err = cli(*args)
+    assert code == 0, err
+    evals = [m for m in _metrics(run) if m["kind"] == "eval"]
+    assert [m["step"] for m in evals] == [2] and "loss" in evals[0]
+    code, _, err = cli(*args)  # complete now: a rerun adds nothing
+    assert code == 0, err
+    assert [m["step"] for m in _metrics(run) if m["kind"] == "eval"] == [2]

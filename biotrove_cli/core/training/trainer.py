@@ -319,6 +319,8 @@ class Trainer:
         self.reporter.restart_clock()
         try:
             done = self.global_step >= self.total_steps
+            if done and any_rank(self._last_evaluation_missing(), self.device):
+                self.validate()  # stopped between its last checkpoint and its last evaluation
             self.model.train()
             while not done and self.epoch < self.schedule.num_epochs:
                 done = self.train_epoch()
@@ -559,6 +561,15 @@ class Trainer:
             self.reporter.log(record)
         barrier()
         self.callbacks.on_eval(record)
+
+    def _last_evaluation_missing(self) -> bool:
+        """Rank 0: the run has validation but metrics.jsonl has no evaluation of this step."""
+        if not (self.is_main and self.validating and self.validator is not None):
+            return False
+        steps = {
+            m.get("step") for m in runlib.read_metrics(self.run_dir) if m.get("kind") == "eval"
+        }
+        return self.global_step not in steps
 
     def _write_status(self, status: str) -> None:
         import contextlib
