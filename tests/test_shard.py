@@ -412,12 +412,15 @@ def test_process_image_modes(small_world):
 # -- resume, kill -9, Ctrl-C ------------------------------------------------------------------
 def _spawn_shard(args: list[str]) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # started as from a shell, with Ctrl-C's default disposition: an ignored SIGINT is
+    # inherited, and something earlier in the full suite leaves this process ignoring it
     return subprocess.Popen(
         [sys.executable, "-m", "biotrove_cli", "shard", *map(str, args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
@@ -443,8 +446,8 @@ def test_interrupt_and_kill9_then_resume_gives_exact_sample_set(arb, cli, tmp_pa
     args = [arb["metadata"], "--images", arb["images"], "--out", out, "--val-fraction", "0.1",
             "--samples-per-shard", "8", "--image-size", "32"]  # fmt: skip
     # Ctrl-C: exit 130 and a message that rerunning resumes. The whole job takes about 2 s:
-    # on a loaded 2-core machine this test can be kept off the CPU until it has ended, so a
-    # run that completed before its Ctrl-C arrived is started again (at most 3 times)
+    # a run that completed before its Ctrl-C arrived (this process kept off a loaded CPU) is
+    # started again, at most 3 times
     for _ in range(3):
         shutil.rmtree(out, ignore_errors=True)
         proc = _spawn_shard([*args, "--workers", "0"])
